@@ -1,0 +1,76 @@
+"""Reading an append-only journal: signed records as a CBOR sequence, and its torn tail.
+
+A journal file is a CBOR sequence of byte strings, each holding one encoded signed record,
+appended and fsynced one at a time. After a power loss the last append may be incomplete
+or garbled. The torn tail starts at the first item that is incomplete, is not a byte
+string, or does not hold a well-formed record envelope, and runs to the end of the file.
+It is never truncated away: the next boot's recovery record names it as
+``<journal path>@<offset>`` with its length and SHA-256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO
+
+from protocol import cose
+from protocol.cbor import MAX_OBJECT_BYTES, TruncatedItemError, _head_length
+from protocol.errors import DecodeError
+
+
+@dataclass(frozen=True, slots=True)
+class TornTail:
+    """Bytes at the end of a file that are not a whole item: kept and accounted for."""
+
+    name: str
+    offset: int
+    length: int
+    hash: bytes
+
+
+class JournalScan:
+    """Iterate the items of a journal; afterwards :attr:`torn` holds its torn tail, if any."""
+
+    def __init__(self, stream: IO[bytes], name: str) -> None:
+        self._stream = stream
+        self.name = name
+        self.torn: TornTail | None = None
+        self.end = 0
+
+    def items(self) -> Iterator[bytes]:
+        """Yield each whole item; stop at the torn tail."""
+        stream = self._stream
+        offset = 0
+        while True:
+            first_b = stream.read(1)
+            if not first_b:
+                self.end = offset
+                return
+            try:
+                first = first_b[0]
+                if first >> 5 != 2:
+                    raise DecodeError("not a byte string")
+                length, head = _head_length(stream, first)
+                if length > MAX_OBJECT_BYTES:
+                    raise DecodeError("item too long")
+                body = stream.read(length)
+                if len(body) != length:
+                    raise TruncatedItemError(len(body))
+                cose.decode(body, cose.ContentType.RECORD)
+            except DecodeError:
+                self._tail(offset)
+                return
+            offset += 1 + len(head) + length
+            yield body
+
+    def _tail(self, offset: int) -> None:
+        self._stream.seek(offset)
+        h = hashlib.sha256()
+        total = 0
+        while block := self._stream.read(1 << 16):
+            h.update(block)
+            total += len(block)
+        self.end = offset
+        self.torn = TornTail(f"{self.name}@{offset}", offset, total, h.digest())
