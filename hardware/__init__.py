@@ -1,1 +1,1 @@
-"""hardware."""
+"""Hardware interfaces (base.py) and the Raspberry Pi adapters (pi/)."""
