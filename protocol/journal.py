@@ -41,6 +41,11 @@ class JournalScan:
 
     def items(self) -> Iterator[bytes]:
         """Yield each whole item; stop at the torn tail."""
+        for _, body in self.entries():
+            yield body
+
+    def entries(self) -> Iterator[tuple[int, bytes]]:
+        """Yield ``(offset, item)`` for each whole item; stop at the torn tail."""
         stream = self._stream
         offset = 0
         while True:
@@ -62,8 +67,9 @@ class JournalScan:
             except DecodeError:
                 self._tail(offset)
                 return
+            start = offset
             offset += 1 + len(head) + length
-            yield body
+            yield start, body
 
     def _tail(self, offset: int) -> None:
         self._stream.seek(offset)

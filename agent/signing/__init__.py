@@ -1,1 +1,1 @@
-"""agent/signing."""
+"""Device keys, session keys, record signing and media encryption."""

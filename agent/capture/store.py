@@ -1,0 +1,279 @@
+"""The evidence store on the device: append-only, durable, never rewritten.
+
+Layout (see :mod:`protocol.layout`): ``trust/`` (enrolment), ``journal/{boot}.log``
+(one append-only journal per boot), ``media/{seq}.ubm`` (sealed media), ``receipts/``,
+``log/checkpoints.cborseq``, ``torn/`` (torn writes kept after a crash), ``tmp/``.
+
+Durability order of a segment: media to ``tmp/``, fsync, rename into ``media/``, fsync the
+directory, read back and compare; then the record appended to the journal and fsynced.
+Only then is anything acknowledged. A medium that fails an fsync is not retried: the
+error goes up and the agent raises an alarm.
+
+At boot :meth:`EvidenceStore.open_boot` scans what the last boot left: the last durable
+record, torn journal tails, media written without a record, stray temporary files. The
+leftovers are moved to ``torn/`` (never deleted) and listed for the recovery record.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+from agent.errors import DeletionRefusedError, EnrolmentError, MediaFailingError, StoreError
+from hardware.base import Storage, StorageError
+from protocol import layout
+from protocol.cbor import bstr_item, iter_bstr_sequence
+from protocol.certs import RootKey, TrustStore
+from protocol.checkpoint import Receipt, ReceiptKind
+from protocol.errors import ProtocolError
+from protocol.hashing import ZERO_HASH, sha256
+from protocol.journal import JournalScan
+from protocol.record import RecordKind, SignedRecord
+
+#: Room kept free for the records that close a session (close, storage full, recovery).
+DEFAULT_RESERVE = 4 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class TornItem:
+    """A torn write kept on the medium, as a recovery record names it."""
+
+    name: str
+    length: int
+    hash: bytes
+
+    def to_cbor(self) -> dict[str, object]:
+        """The map inside a recovery record's ``torn`` list."""
+        return {"name": self.name, "len": self.length, "hash": self.hash}
+
+
+@dataclass(slots=True)
+class BootScan:
+    """What the previous boots left behind."""
+
+    boot_index: int
+    next_seq: int = 0
+    prev: bytes = ZERO_HASH
+    last: SignedRecord | None = None
+    clean: bool = True
+    torn: list[TornItem] = field(default_factory=list)
+    unreadable: list[str] = field(default_factory=list)
+
+    @property
+    def needs_recovery(self) -> bool:
+        """An unclean stop or unexplained torn writes call for a recovery record."""
+        return not self.clean or bool(self.torn)
+
+
+@dataclass(frozen=True, slots=True)
+class Located:
+    """Where a record sits in the journals."""
+
+    path: str
+    offset: int
+    length: int
+
+
+class EvidenceStore:
+    """Evidence on one device's medium, through the :class:`Storage` interface."""
+
+    def __init__(self, storage: Storage, *, reserve: int = DEFAULT_RESERVE) -> None:
+        self.storage = storage
+        self.reserve = reserve
+        self.journal: str | None = None
+        self._index: dict[int, Located] = {}
+        self._journal_size = 0
+        self.trust: TrustStore | None = None
+
+    # ------------------------------------------------------------------ enrolment
+    def enrolled(self) -> bool:
+        """Whether trust material is present."""
+        return self.storage.size(layout.ROOT_FILE) is not None
+
+    def save_enrolment(self, root: bytes, certificates: list[bytes]) -> None:
+        """Keep the root and the certificates received at enrolment (once)."""
+        self.storage.makedirs("trust")
+        self.storage.write_new(layout.ROOT_FILE, root)
+        self.storage.write_new(layout.CERTS_FILE, b"".join(bstr_item(c) for c in certificates))
+        self.storage.sync_dir("trust")
+        self.load_trust()
+
+    def load_trust(self) -> TrustStore:
+        """Root and certificates as a trust store (checks every signature)."""
+        try:
+            root = RootKey.load(self.storage.read(layout.ROOT_FILE))
+            trust = TrustStore(root)
+            for cert in iter_bstr_sequence(self.storage.read(layout.CERTS_FILE)):
+                trust.add(cert)
+        except (ProtocolError, StorageError, OSError) as exc:
+            raise EnrolmentError(f"enrolment material unusable: {exc}") from exc
+        self.trust = trust
+        return trust
+
+    # ------------------------------------------------------------------ boot
+    def open_boot(self) -> BootScan:
+        """Scan previous boots, keep leftovers in ``torn/``, start this boot's journal."""
+        for folder in (
+            layout.JOURNAL_DIR,
+            layout.STORE_MEDIA_DIR,
+            layout.RECEIPTS_DIR,
+            layout.TORN_DIR,
+            "tmp",
+            "log",
+        ):
+            self.storage.makedirs(folder)
+        journals = [
+            n
+            for n in self.storage.listdir(layout.JOURNAL_DIR)
+            if layout.parse_journal_name(n) is not None
+        ]
+        boot_index = (layout.parse_journal_name(journals[-1]) or 0) + 1 if journals else 0
+        scan = BootScan(boot_index)
+        explained: set[str] = set()
+        tails: list[TornItem] = []
+        for name in journals:
+            path = f"{layout.JOURNAL_DIR}/{name}"
+            self._scan_journal(path, scan, explained, tails)
+        scan.clean = scan.last is None or scan.last.record.kind is RecordKind.SESSION_CLOSE
+        kept = self._keep_leftovers(scan)
+        scan.torn = [t for t in tails + kept if t.name not in explained]
+        self.journal = layout.journal_file(boot_index)
+        self._journal_size = 0
+        return scan
+
+    def _scan_journal(
+        self, path: str, scan: BootScan, explained: set[str], tails: list[TornItem]
+    ) -> None:
+        data = self.storage.read(path)
+        reader = JournalScan(io.BytesIO(data), path)
+        for offset, item in reader.entries():
+            try:
+                signed = SignedRecord.parse(item)
+            except ProtocolError:
+                scan.unreadable.append(f"{path}@{offset}")
+                continue
+            rec = signed.record
+            scan.last = signed
+            scan.next_seq = rec.seq + 1
+            scan.prev = signed.digest
+            head = len(bstr_item(item)) - len(item)
+            self._index[rec.seq] = Located(path, offset + head, len(item))
+            if rec.kind is RecordKind.RECOVERY:
+                for torn in rec.body.get("torn", ()):
+                    if isinstance(torn, dict) or hasattr(torn, "get"):
+                        name = torn.get("name")
+                        if isinstance(name, str):
+                            explained.add(name)
+        if reader.torn is not None:
+            t = reader.torn
+            tails.append(TornItem(t.name, t.length, t.hash))
+
+    def _keep_leftovers(self, scan: BootScan) -> list[TornItem]:
+        """Move media without a record and stray temp files to ``torn/``; list all of torn/."""
+        moved = False
+        for name in self.storage.listdir(layout.STORE_MEDIA_DIR):
+            seq = layout.parse_seq_name(name)
+            if seq is not None and seq >= scan.next_seq:
+                self.storage.rename(
+                    f"{layout.STORE_MEDIA_DIR}/{name}",
+                    f"{layout.TORN_DIR}/b{scan.boot_index:08d}-{name}",
+                )
+                moved = True
+        for name in self.storage.listdir("tmp"):
+            self.storage.rename(f"tmp/{name}", f"{layout.TORN_DIR}/b{scan.boot_index:08d}-{name}")
+            moved = True
+        if moved:
+            self.storage.sync_dir(layout.TORN_DIR)
+            self.storage.sync_dir(layout.STORE_MEDIA_DIR)
+            self.storage.sync_dir("tmp")
+        items = []
+        for name in self.storage.listdir(layout.TORN_DIR):
+            path = f"{layout.TORN_DIR}/{name}"
+            data = self.storage.read(path)
+            items.append(TornItem(path, len(data), sha256(data)))
+        return items
+
+    # ------------------------------------------------------------------ writing
+    def free(self) -> int:
+        """Bytes free beyond the reserve for closing records."""
+        return self.storage.state().free - self.reserve
+
+    def write_media(self, seq: int, data: bytes) -> None:
+        """Make sealed media durable under its seq, then read it back."""
+        if self.storage.state().free - len(data) < self.reserve:
+            raise StoreError("storage full: no room for media beyond the reserve")
+        tmp = f"tmp/{seq:012d}.ubm"
+        final = layout.store_media(seq)
+        self.storage.write_new(tmp, data)
+        self.storage.rename(tmp, final)
+        self.storage.sync_dir(layout.STORE_MEDIA_DIR)
+        self.storage.sync_dir("tmp")
+        if sha256(self.storage.read(final)) != sha256(data):
+            raise MediaFailingError(f"{final} does not read back as written: medium failing")
+
+    def append(self, signed: SignedRecord) -> None:
+        """Append a signed record to this boot's journal and fsync it."""
+        if self.journal is None:
+            raise StoreError("open_boot() first")
+        item = bstr_item(signed.encoded)
+        created = self._journal_size == 0
+        self.storage.append(self.journal, item)
+        if created:
+            self.storage.sync_dir(layout.JOURNAL_DIR)
+        head = len(item) - len(signed.encoded)
+        self._index[signed.record.seq] = Located(
+            self.journal, self._journal_size + head, len(signed.encoded)
+        )
+        self._journal_size += len(item)
+
+    def record_bytes(self, seq: int) -> bytes:
+        """The encoded signed record of ``seq``."""
+        loc = self._index.get(seq)
+        if loc is None:
+            raise StoreError(f"no record {seq} in the store")
+        data = self.storage.read(loc.path)
+        return data[loc.offset : loc.offset + loc.length]
+
+    def media_bytes(self, seq: int) -> bytes | None:
+        """Sealed media of ``seq``, or None if released or never written."""
+        path = layout.store_media(seq)
+        return self.storage.read(path) if self.storage.size(path) is not None else None
+
+    # ------------------------------------------------------------------ receipts
+    def save_receipt(self, seq: int, kind: ReceiptKind, data: bytes) -> Receipt:
+        """Check a server receipt and keep it (idempotent)."""
+        trust = self.trust or self.load_trust()
+        try:
+            receipt = Receipt.load(data, trust)
+        except ProtocolError as exc:
+            raise StoreError(f"receipt for seq {seq} does not verify: {exc}") from exc
+        if receipt.seq != seq or receipt.kind is not kind:
+            raise StoreError(f"receipt is for seq {receipt.seq} {receipt.kind}, not {seq} {kind}")
+        path = layout.receipt_file(seq, kind.value)
+        if self.storage.size(path) is None:
+            self.storage.write_new(path, data)
+            self.storage.sync_dir(layout.RECEIPTS_DIR)
+        return receipt
+
+    def has_receipt(self, seq: int, kind: ReceiptKind) -> bool:
+        """Whether a receipt is kept."""
+        return self.storage.size(layout.receipt_file(seq, kind.value)) is not None
+
+    def add_checkpoint(self, data: bytes) -> None:
+        """Keep a checkpoint received from the server (callers pass ascending sizes)."""
+        self.storage.append(layout.CHECKPOINTS_FILE, bstr_item(data))
+
+    def release_media(self, seq: int) -> bool:
+        """Free the media of ``seq`` — only if a valid media receipt for it is kept."""
+        path = layout.receipt_file(seq, ReceiptKind.MEDIA.value)
+        if self.storage.size(path) is None:
+            raise DeletionRefusedError(f"media of seq {seq} has no server receipt: not released")
+        trust = self.trust or self.load_trust()
+        receipt = Receipt.load(self.storage.read(path), trust)
+        media = self.media_bytes(seq)
+        if media is None:
+            return False
+        if receipt.media_hash != sha256(media):
+            raise DeletionRefusedError(f"receipt for seq {seq} names other media: not released")
+        self.storage.release(layout.store_media(seq))
+        return True

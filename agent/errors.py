@@ -1,0 +1,35 @@
+"""Errors of the agent::
+
+AgentError
+├── EnrolmentError       no or bad enrolment material in the store
+├── StoreError           the evidence store refused or failed an operation
+│   └── MediaFailingError   read-back after seal did not match: the card keeps nothing
+├── DeletionRefusedError a request to delete evidence (always refused; recorded)
+└── SyncError            the server refused or could not be reached
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every error raised by :mod:`agent`."""
+
+
+class EnrolmentError(AgentError):
+    """The store holds no usable enrolment (root, device certificate, server keys)."""
+
+
+class StoreError(AgentError):
+    """The evidence store failed an operation."""
+
+
+class MediaFailingError(StoreError):
+    """What was sealed does not read back: the medium is failing."""
+
+
+class DeletionRefusedError(AgentError):
+    """Deleting or rewriting evidence is refused on every interface."""
+
+
+class SyncError(AgentError):
+    """An exchange with the server failed."""
