@@ -1,1 +1,1 @@
-"""cli."""
+"""The unbroken command line."""

@@ -1,0 +1,33 @@
+"""The ``unbroken`` command: the composition root that assembles the packages.
+
+Each sub-command lives in its own module; this one only registers them. Back ends are
+chosen here by name (simulated or real hardware, embedded or external services), so that
+no other package imports both sides of a seam.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from cli import verify_cmd
+
+app = typer.Typer(
+    name="unbroken",
+    help="Body-worn camera evidence that stays whole: agent, server, verifier, simulator.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Body-worn camera evidence that stays whole: agent, server, verifier, simulator."""
+
+
+app.command("verify")(verify_cmd.verify)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
