@@ -23,6 +23,10 @@ class StoreError(AgentError):
     """The evidence store failed an operation."""
 
 
+class StorageFullError(StoreError):
+    """No room for more media beyond the reserve kept for closing records."""
+
+
 class MediaFailingError(StoreError):
     """What was sealed does not read back: the medium is failing."""
 

@@ -19,7 +19,13 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 
-from agent.errors import DeletionRefusedError, EnrolmentError, MediaFailingError, StoreError
+from agent.errors import (
+    DeletionRefusedError,
+    EnrolmentError,
+    MediaFailingError,
+    StorageFullError,
+    StoreError,
+)
 from hardware.base import Storage, StorageError
 from protocol import layout
 from protocol.cbor import bstr_item, iter_bstr_sequence
@@ -84,6 +90,7 @@ class EvidenceStore:
         self._index: dict[int, Located] = {}
         self._journal_size = 0
         self.trust: TrustStore | None = None
+        self._checkpoint_size = -1
 
     # ------------------------------------------------------------------ enrolment
     def enrolled(self) -> bool:
@@ -199,12 +206,21 @@ class EvidenceStore:
         return self.storage.state().free - self.reserve
 
     def write_media(self, seq: int, data: bytes) -> None:
-        """Make sealed media durable under its seq, then read it back."""
+        """Make sealed media durable under its seq, then read it back.
+
+        A failed write or fsync is not retried on the same file: the data is written once
+        more under another temporary name (the failed file is kept and, at the next boot,
+        moved to ``torn/``). A second failure goes up to the caller.
+        """
         if self.storage.state().free - len(data) < self.reserve:
-            raise StoreError("storage full: no room for media beyond the reserve")
-        tmp = f"tmp/{seq:012d}.ubm"
+            raise StorageFullError("storage full: no room for media beyond the reserve")
         final = layout.store_media(seq)
-        self.storage.write_new(tmp, data)
+        tmp = f"tmp/{seq:012d}.ubm"
+        try:
+            self.storage.write_new(tmp, data)
+        except StorageError:
+            tmp = f"tmp/{seq:012d}.retry.ubm"
+            self.storage.write_new(tmp, data)
         self.storage.rename(tmp, final)
         self.storage.sync_dir(layout.STORE_MEDIA_DIR)
         self.storage.sync_dir("tmp")
@@ -259,9 +275,49 @@ class EvidenceStore:
         """Whether a receipt is kept."""
         return self.storage.size(layout.receipt_file(seq, kind.value)) is not None
 
-    def add_checkpoint(self, data: bytes) -> None:
-        """Keep a checkpoint received from the server (callers pass ascending sizes)."""
+    def add_checkpoint(self, data: bytes, size: int) -> bool:
+        """Keep a checkpoint received from the server if it is newer than the last one kept."""
+        if size <= self._checkpoint_size:
+            return False
         self.storage.append(layout.CHECKPOINTS_FILE, bstr_item(data))
+        self._checkpoint_size = size
+        return True
+
+    def unreceipted_media(self) -> list[int]:
+        """Seqs whose media is on the medium without a media receipt yet, oldest first."""
+        receipted = {
+            n.split(".", 1)[0]
+            for n in self.storage.listdir(layout.RECEIPTS_DIR)
+            if n.endswith(".media.cose")
+        }
+        out = []
+        for name in self.storage.listdir(layout.STORE_MEDIA_DIR):
+            seq = layout.parse_seq_name(name)
+            if seq is not None and name.split(".", 1)[0] not in receipted:
+                out.append(seq)
+        return sorted(out)
+
+    def receipted_media(self) -> list[int]:
+        """Seqs whose media is still on the medium and has a media receipt, oldest first."""
+        kept = {layout.parse_seq_name(n) for n in self.storage.listdir(layout.STORE_MEDIA_DIR)}
+        out = []
+        for name in self.storage.listdir(layout.RECEIPTS_DIR):
+            if name.endswith(".media.cose"):
+                seq = int(name.split(".", 1)[0])
+                if seq in kept:
+                    out.append(seq)
+        return sorted(out)
+
+    def release_oldest(self, need: int) -> int:
+        """Release receipted media, oldest first, until ``need`` bytes are free; return freed."""
+        freed = 0
+        for seq in self.receipted_media():
+            if self.free() >= need:
+                break
+            size = self.storage.size(layout.store_media(seq)) or 0
+            if self.release_media(seq):
+                freed += size
+        return freed
 
     def release_media(self, seq: int) -> bool:
         """Free the media of ``seq`` — only if a valid media receipt for it is kept."""
