@@ -63,7 +63,8 @@ class Segmenter:
         self._preroll.clear()
         self._current = gops.pop() if gops else []
         segments = []
-        for gop, nxt in zip(gops, [*gops[1:], self._current], strict=True):
+        following = [*gops[1:], self._current] if gops else []
+        for gop, nxt in zip(gops, following, strict=True):
             end = nxt[0].mono if nxt else None
             seg = self._make(gop, end=end, preroll=True)
             if seg is not None:
