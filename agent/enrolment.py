@@ -13,9 +13,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
 from agent.capture.store import EvidenceStore
 from agent.errors import EnrolmentError
-from protocol.api import Enrolment, b64d
+from protocol.api import API_PREFIX, Enrolment, EnrolRequest, b64d, b64e, enrol_message
 from protocol.certs import Certificate, KeyKind, RootKey
 from protocol.keys import EncryptionKey, SoftwareSigner, write_private_file
 
@@ -97,6 +99,35 @@ def save_server_enrolment(store: EvidenceStore, key_dir: Path, enrolment: Enrolm
             "test": False,
         },
     )
+
+
+async def enrol_with_server(
+    client: httpx.AsyncClient, store: EvidenceStore, key_dir: Path, device: str, token: str
+) -> Enrolment:
+    """Enrol ``device`` with the server behind ``client`` using a one-time ``token``."""
+    signer = device_key(key_dir)
+    request = EnrolRequest(
+        device=device,
+        token=token,
+        public_key=b64e(signer.public_key),
+        proof=b64e(signer.sign(enrol_message(token, device, signer.public_key))),
+    )
+    try:
+        response = await client.post(
+            f"{API_PREFIX}/enrol",
+            content=request.model_dump_json(),
+            headers={"content-type": "application/json"},
+        )
+    except httpx.HTTPError as exc:
+        raise EnrolmentError(f"enrolment of {device} failed: {exc!r}") from exc
+    if response.status_code != 200:
+        raise EnrolmentError(
+            f"enrolment of {device} refused: HTTP {response.status_code} {response.text[:300]}"
+        )
+    enrolment = Enrolment.model_validate_json(response.content)
+    save_server_enrolment(store, key_dir, enrolment)
+    log.info("%s enrolled with %s", device, client.base_url)
+    return enrolment
 
 
 def load_identity(store: EvidenceStore, key_dir: Path, device: str) -> Identity:

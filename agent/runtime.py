@@ -106,6 +106,7 @@ class Agent:
         self.on_duty = False
         self.self_check: SelfCheck | None = None
         self._stopping = asyncio.Event()
+        self._killed = False
         self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ hooks
@@ -335,6 +336,11 @@ class Agent:
         """Ask :meth:`run` to finish cleanly."""
         self._stopping.set()
 
+    def kill(self) -> None:
+        """End :meth:`run` at once without closing anything: a simulated power cut."""
+        self._killed = True
+        self._stopping.set()
+
     async def run(self) -> None:
         """Start, serve until :meth:`stop`, then close the session cleanly."""
         await self.start()
@@ -351,7 +357,8 @@ class Agent:
                 for task in tasks:
                     task.cancel()
         finally:
-            await self.shutdown()
+            if not self._killed:
+                await self.shutdown()
 
     async def shutdown(self) -> None:
         """Stop capture, write the last segment and close the session."""

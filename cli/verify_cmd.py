@@ -7,6 +7,7 @@ traceback).
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -53,11 +54,18 @@ def verify(
     except (OSError, MemoryError) as exc:
         err.print(f"unbroken verify: cannot read input: {exc}")
         raise typer.Exit(EXIT_UNREADABLE) from None
-    if as_json:
-        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
-    else:
-        render(report, Console(highlight=False, soft_wrap=True))
-    raise typer.Exit(EXIT_AUTHENTIC if report.authentic else EXIT_NOT_AUTHENTIC)
+    code = EXIT_AUTHENTIC if report.authentic else EXIT_NOT_AUTHENTIC
+    try:
+        if as_json:
+            sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+            sys.stdout.flush()
+        else:
+            render(report, Console(highlight=False, soft_wrap=True))
+    except BrokenPipeError:
+        # The reader (e.g. `| head`) went away: the verdict still decides the exit status.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(code)
 
 
 def _run(path: Path, trust: str | None, err: Console, *, show_progress: bool) -> Report:

@@ -7,6 +7,7 @@ Tests tamper with what it writes and check that the verifier notices.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -164,7 +165,8 @@ class Fleet:
             last, _ = Checkpoint.parse(self.checkpoints[-1])
             if last.size == size:
                 return self.checkpoints[-1]
-        cp = Checkpoint(LOG_NAME, size, self.log.root(), time or T0 + size * 1000)
+        now = max((d.wall for d in self.devices.values()), default=T0) + 1_000_000
+        cp = Checkpoint(LOG_NAME, size, self.log.root(), time or now)
         data = cp.sign(self.server)
         self.checkpoints.append(data)
         return data
@@ -199,7 +201,7 @@ class Fleet:
         sizes = [Checkpoint.parse(c)[0].size for c in self.checkpoints]
         proofs = [
             layout.ConsistencyProof(a, b, tuple(self.log.consistency(a, b))).encode()
-            for a, b in zip(sizes, sizes[1:], strict=False)
+            for a, b in itertools.pairwise(sizes)
         ]
         writer.log(self.checkpoints, proofs)
         chains = []
