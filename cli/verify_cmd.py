@@ -60,12 +60,19 @@ def verify(
             sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
             sys.stdout.flush()
         else:
-            render(report, Console(highlight=False, soft_wrap=True))
+            render(report, _PipeConsole(highlight=False, soft_wrap=True))
     except BrokenPipeError:
         # The reader (e.g. `| head`) went away: the verdict still decides the exit status.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     raise typer.Exit(code)
+
+
+class _PipeConsole(Console):
+    """Rich exits with status 1 on a broken pipe; we keep the verdict's status instead."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError
 
 
 def _run(path: Path, trust: str | None, err: Console, *, show_progress: bool) -> Report:
