@@ -1,0 +1,218 @@
+"""The evidence store: durable order, boot scan, recovery of torn writes, refusal to
+release unreceipted media; and the verifier's reading of a device store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from agent.capture.store import EvidenceStore
+from agent.errors import DeletionRefusedError
+from agent.signing.chain import ChainWriter, Span
+from hardware.disk import DirectoryStorage
+from protocol import layout
+from protocol.certs import Certificate, KeyKind, RootKey
+from protocol.checkpoint import Receipt, ReceiptKind
+from protocol.keys import EncryptionKey, SoftwareSigner
+from protocol.record import ClockState, MediaRef, RecordKind, Suite
+from protocol.verify import verify_path
+
+DEV = "cam-007"
+CLOCK = ClockState("ntp", 0, True)
+
+
+class Device:
+    """A device writing into a real store on disk, one boot at a time."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.fleet = SoftwareSigner.generate()
+        self.server = SoftwareSigner.generate()
+        self.enc = EncryptionKey.generate()
+        self.key = SoftwareSigner.generate()
+        self.wall = 1_790_000_000_000_000
+        self.store = EvidenceStore(DirectoryStorage(root), reserve=0)
+        self.store.save_enrolment(
+            RootKey.issue(self.fleet, "test fleet", self.wall),
+            [
+                Certificate.issue(self.fleet, KeyKind.DEVICE, DEV, self.key.public_key, self.wall),
+                Certificate.issue(
+                    self.fleet, KeyKind.SERVER, "s", self.server.public_key, self.wall
+                ),
+                Certificate.issue(
+                    self.fleet, KeyKind.ENCRYPTION, "s", self.enc.public_key, self.wall
+                ),
+            ],
+        )
+        self.boot()
+
+    @property
+    def fingerprint(self) -> str:
+        return self.fleet.fingerprint
+
+    def boot(self) -> None:
+        self.store = EvidenceStore(DirectoryStorage(self.root), reserve=0)
+        self.scan = self.store.open_boot()
+        self.mono = 1_000_000
+        self.writer = ChainWriter(
+            DEV,
+            Suite.CHACHA,
+            self.key,
+            self.enc.public_key,
+            os.urandom(16),
+            self.scan.next_seq,
+            self.scan.prev,
+        )
+        key = self.writer.start_session(self.wall)
+        self.append(RecordKind.SESSION_OPEN, {"cert": key.certificate, "reason": "boot"})
+        if self.scan.needs_recovery:
+            last = self.scan.last
+            assert last is not None
+            self.append(
+                RecordKind.RECOVERY,
+                {
+                    "last_seq": last.record.seq,
+                    "last_hash": self.scan.prev,
+                    "prev_boot": last.record.boot,
+                    "prev_session": last.record.session,
+                    "torn": [t.to_cbor() for t in self.scan.torn],
+                },
+            )
+
+    def span(self, us: int = 0) -> Span:
+        s = Span(self.wall, self.wall + us, self.mono, self.mono + us, CLOCK)
+        self.wall += us
+        self.mono += us
+        return s
+
+    def append(self, kind: RecordKind, body: dict[str, object]) -> None:
+        signed = self.writer.make(kind, self.span(), body)
+        self.store.append(signed)
+        self.writer.commit(signed)
+
+    def segment(self, *, record: bool = True) -> int:
+        seq = self.writer.next_seq
+        sealed = self.writer.seal(os.urandom(2000), seq)
+        self.store.write_media(seq, sealed.data)
+        if record:
+            ref = MediaRef(sealed.hash, len(sealed.data), sealed.commitment, "video/mp2t")
+            signed = self.writer.make(RecordKind.SEGMENT, self.span(1_000_000), {}, ref)
+            self.store.append(signed)
+            self.writer.commit(signed)
+        return seq
+
+    def close(self) -> None:
+        self.append(RecordKind.SESSION_CLOSE, {"reason": "shutdown"})
+
+
+def codes(path: Path, pin: str) -> set[str]:
+    return {f.code.value for f in verify_path(path, pin).findings}
+
+
+def test_clean_store_verifies(tmp_path: Path) -> None:
+    dev = Device(tmp_path)
+    for _ in range(5):
+        dev.segment()
+    dev.close()
+    report = verify_path(tmp_path, dev.fingerprint)
+    assert report.verdict == "authentic", [f.to_json() for f in report.findings]
+    assert report.kind == "store"
+    assert report.segments == 5
+    assert "NOT_YET_LOGGED" in {f.code.value for f in report.findings}
+
+
+def test_torn_journal_tail_is_kept_and_explained(tmp_path: Path) -> None:
+    dev = Device(tmp_path)
+    for _ in range(3):
+        dev.segment()
+    journal = tmp_path / layout.journal_file(0)
+    whole = journal.stat().st_size
+    with journal.open("ab") as f:
+        f.write(b"\x59\x01\x00garbage-of-a-half-written-record")  # power lost mid-append
+    dev.wall += 5_000_000
+    dev.boot()
+    assert not dev.scan.clean
+    assert [t.name for t in dev.scan.torn] == [f"{layout.journal_file(0)}@{whole}"]
+    dev.segment()
+    dev.close()
+    report = verify_path(tmp_path, dev.fingerprint)
+    assert report.verdict == "authentic", [f.to_json() for f in report.findings]
+    assert [g.cause for g in report.gaps] == ["power_loss"]
+    assert "TORN_EXPLAINED" in {f.code.value for f in report.findings}
+    assert journal.read_bytes().endswith(b"record")  # kept, never truncated
+
+
+def test_media_without_record_moves_to_torn(tmp_path: Path) -> None:
+    dev = Device(tmp_path)
+    dev.segment()
+    orphan = dev.segment(record=False)  # crash between media rename and record append
+    dev.boot()
+    assert not (tmp_path / layout.store_media(orphan)).exists()
+    assert len(dev.scan.torn) == 1
+    assert dev.scan.torn[0].name.startswith("torn/")
+    dev.segment()
+    dev.close()
+    assert verify_path(tmp_path, dev.fingerprint).verdict == "authentic"
+
+
+def test_unexplained_torn_file_fails(tmp_path: Path) -> None:
+    dev = Device(tmp_path)
+    dev.segment()
+    dev.close()
+    (tmp_path / "torn" / "planted.bin").write_bytes(b"x")
+    assert "TORN_UNEXPLAINED" in codes(tmp_path, dev.fingerprint)
+
+
+def test_killed_without_reboot_is_a_truncated_tail(tmp_path: Path) -> None:
+    dev = Device(tmp_path)
+    dev.segment()
+    assert "TRUNCATED_TAIL" in codes(tmp_path, dev.fingerprint)
+
+
+def test_record_file_removed_by_root_shows_as_gap(tmp_path: Path) -> None:
+    dev = Device(tmp_path)
+    seqs = [dev.segment() for _ in range(4)]
+    dev.close()
+    (tmp_path / layout.store_media(seqs[2])).unlink()
+    result = codes(tmp_path, dev.fingerprint)
+    assert "MEDIA_ABSENT" in result
+
+
+def test_media_is_released_only_with_a_valid_receipt(tmp_path: Path) -> None:
+    dev = Device(tmp_path)
+    seq = dev.segment()
+    with pytest.raises(DeletionRefusedError):
+        dev.store.release_media(seq)
+    media = dev.store.media_bytes(seq)
+    assert media is not None
+    from protocol.hashing import sha256
+
+    receipt = Receipt(
+        ReceiptKind.MEDIA,
+        DEV,
+        seq,
+        bytes(32),
+        dev.wall,
+        media_hash=sha256(media),
+        media_len=len(media),
+    ).sign(dev.server)
+    dev.store.save_receipt(seq, ReceiptKind.MEDIA, receipt)
+    assert dev.store.release_media(seq)
+    assert dev.store.media_bytes(seq) is None
+    dev.close()
+    report = verify_path(tmp_path, dev.fingerprint)
+    assert report.verdict == "authentic"
+    assert "MEDIA_RELEASED" in {f.code.value for f in report.findings}
+
+
+def test_forged_receipt_is_refused(tmp_path: Path) -> None:
+    dev = Device(tmp_path)
+    seq = dev.segment()
+    forged = Receipt(
+        ReceiptKind.MEDIA, DEV, seq, bytes(32), dev.wall, media_hash=bytes(32), media_len=1
+    ).sign(SoftwareSigner.generate())
+    with pytest.raises(Exception, match="does not verify"):
+        dev.store.save_receipt(seq, ReceiptKind.MEDIA, forged)
+    assert dev.store.media_bytes(seq) is not None
