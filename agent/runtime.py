@@ -22,6 +22,7 @@ from agent.capture.store import EvidenceStore
 from agent.config import AgentConfig
 from agent.enrolment import Identity
 from agent.errors import DeletionRefusedError
+from agent.localapi import LocalApi, socket_path
 from agent.recorder import Recorder, RecorderConfig
 from agent.selfcheck import SelfCheck, run_self_check
 from agent.signing.chain import Binding, ChainWriter
@@ -102,6 +103,7 @@ class Agent:
                 client, identity.device, store, writer, board.clock, interval=config.sync_seconds
             )
         self.recorder.listen(self._on_record)
+        self.local_api: LocalApi | None = LocalApi(self, socket_path(config.store))
         self.frames_seen = 0
         self.on_duty = False
         self.self_check: SelfCheck | None = None
@@ -353,6 +355,8 @@ class Agent:
                 ]
                 if self.syncer is not None:
                     tasks.append(group.create_task(self.syncer.run(), name="sync"))
+                if self.local_api is not None:
+                    tasks.append(group.create_task(self.local_api.run(), name="local-api"))
                 await self._stopping.wait()
                 for task in tasks:
                     task.cancel()
