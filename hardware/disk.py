@@ -37,36 +37,34 @@ class DirectoryStorage(Storage):
         return StorageState(total=usage.total, free=usage.free, read_only=read_only)
 
     def write_new(self, path: str, data: bytes) -> None:
-        full = self._path(path)
-        try:
-            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except OSError as exc:
-            raise StorageError(exc.errno or errno.EIO, f"create {path}: {exc.strerror}") from exc
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except OSError as exc:
-            raise StorageError(exc.errno or errno.EIO, f"write {path}: {exc.strerror}") from exc
-        finally:
-            os.close(fd)
+        self._write_file(path, data, os.O_WRONLY | os.O_CREAT | os.O_EXCL, "write")
 
     def append(self, path: str, data: bytes) -> None:
+        self._write_file(path, data, os.O_WRONLY | os.O_CREAT | os.O_APPEND, "append")
+
+    def _write_file(self, path: str, data: bytes, flags: int, what: str) -> None:
         full = self._path(path)
         try:
-            fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            fd = os.open(full, flags, 0o600)
         except OSError as exc:
             raise StorageError(exc.errno or errno.EIO, f"open {path}: {exc.strerror}") from exc
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            self._write_all(fd, path, data)
+            self._fsync_file(fd, path)
         except OSError as exc:
-            raise StorageError(exc.errno or errno.EIO, f"append {path}: {exc.strerror}") from exc
+            raise StorageError(exc.errno or errno.EIO, f"{what} {path}: {exc.strerror}") from exc
         finally:
             os.close(fd)
+
+    # The two steps of a durable write, apart so that a fault-injecting medium can step in
+    # between them (a power cut after write, EIO from fsync).
+    def _write_all(self, fd: int, path: str, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    def _fsync_file(self, fd: int, path: str) -> None:
+        os.fsync(fd)
 
     def rename(self, source: str, target: str) -> None:
         src, dst = self._path(source), self._path(target)
