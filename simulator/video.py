@@ -18,6 +18,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from hardware.adts import adts
 from hardware.base import CameraConfig, CameraError
 from simulator.font import burn_text
 
@@ -26,7 +27,6 @@ AAC_FRAME = 1024
 TONE_HZ = 1_000.0
 # Identifies our SEI user data (user_data_unregistered, payload type 5).
 SEI_UUID = uuid.UUID("5a1c0e2e-7b3d-4c55-9a0f-756e62726b6e")
-_ADTS_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 # Luma of the eight SMPTE bars, and their chroma (U, V).
 _BARS_Y = (235, 210, 170, 145, 106, 81, 41, 16)
 _BARS_U = (128, 16, 166, 54, 202, 90, 240, 128)
@@ -123,28 +123,6 @@ class LiveVideo:
         except av.FFmpegError as exc:
             raise CameraError(f"encoder failed: {exc}") from exc
         return [AccessUnit(bytes(p), bool(p.is_keyframe)) for p in packets]
-
-
-def _adts_header(payload: int, rate: int, channels: int) -> bytes:
-    length = payload + 7
-    rate_index = _ADTS_RATES.index(rate)
-    profile = 1  # AAC LC (audio object type 2, minus one)
-    return bytes(
-        (
-            0xFF,
-            0xF1,  # sync, MPEG-4, layer 0, no CRC
-            (profile << 6) | (rate_index << 2) | (channels >> 2),
-            ((channels & 3) << 6) | (length >> 11),
-            (length >> 3) & 0xFF,
-            ((length & 7) << 5) | 0x1F,  # buffer fullness 0x7FF (variable rate)
-            0xFC,
-        )
-    )
-
-
-def adts(payload: bytes, rate: int = AUDIO_RATE, channels: int = 1) -> bytes:
-    """``payload`` (one raw AAC frame) with its ADTS header."""
-    return _adts_header(len(payload), rate, channels) + payload
 
 
 class ToneAudio:
