@@ -518,10 +518,20 @@ class ChainChecker:
         if last is not None:
             same_boot = last.boot == rec.boot
             pause = rec.m0 - last.m1 if same_boot else rec.t0 - last.t1
-            if pause > GAP_TOLERANCE:
+            if not same_boot and pause < -ROLLBACK_TOLERANCE:
+                self._find(
+                    Code.CLOCK_ROLLBACK,
+                    f"after a reboot the wall clock stands "
+                    f"{-pause / 1e6:.1f} s before the last segment of the previous "
+                    f"boot (seq {rec.seq})",
+                    rec.seq,
+                )
+            # A reboot after a power loss is always a gap, even when the clocks cannot say
+            # how long it was.
+            if pause > GAP_TOLERANCE or (not same_boot and "power_loss" in self.causes):
                 cause = self._cause()
                 start = last.t1
-                end = max(rec.t0, start + pause) if same_boot else rec.t0
+                end = max(rec.t0, start + pause) if same_boot else max(rec.t0, start)
                 self.report.add_gap(Gap(self.device, start, end, cause, last.seq, rec.seq))
                 if cause == "unexplained":
                     self._find(
