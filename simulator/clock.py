@@ -115,9 +115,10 @@ def run(main: Coroutine[Any, Any, T], *, speed: float | None = None, io_grace: f
 class Timeline:
     """The true time of a simulated world: the running loop's time on a wall-clock epoch.
 
-    Bound lazily to the running loop at the first reading; if a later reading comes from
-    another loop (tests run several), the timeline continues from where it was. Outside any
-    loop it stands still.
+    Bound lazily to the running loop: a :class:`VirtualLoop`'s time counts from that loop's
+    start, another loop's from the first reading. If a later reading comes from another loop
+    (tests run several), the timeline continues from where it was. Outside any loop it
+    stands still.
     """
 
     def __init__(self, start_wall: int = DEFAULT_START_WALL) -> None:
@@ -134,7 +135,8 @@ class Timeline:
             return self._elapsed
         if loop is not self._loop:
             self._loop = loop
-            self._origin = loop.time() - self._elapsed
+            start = 0.0 if isinstance(loop, VirtualLoop) else loop.time()
+            self._origin = start - self._elapsed
         self._elapsed = loop.time() - self._origin
         return self._elapsed
 
