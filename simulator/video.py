@@ -57,6 +57,21 @@ def _background(width: int, height: int) -> npt.NDArray[np.uint8]:
     return frame
 
 
+_NOISE_FRAMES = 16
+
+
+@cache
+def _noise_bank(shape: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    """A few frames of seeded noise (0..15), reused in turn: cheap and deterministic."""
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 16, (_NOISE_FRAMES, *shape), dtype=np.uint8)
+
+
+def _noise(shape: tuple[int, ...], frame_index: int) -> npt.NDArray[np.uint8]:
+    bank = _noise_bank((shape[0], shape[1]))
+    return bank[frame_index % _NOISE_FRAMES]
+
+
 def wall_text(wall: int) -> str:
     """Wall µs as burned into the picture: ``2026-09-21 08:00:01.040Z``."""
     when = dt.datetime.fromtimestamp(wall / 1e6, dt.UTC)
@@ -72,6 +87,11 @@ def render(config: CameraConfig, lines: tuple[str, ...], frame_index: int) -> np
     box = max(8, h // 12)
     x = (frame_index * 4) % max(1, w - box)
     luma[h // 2 - box // 2 : h // 2 + box // 2, x : x + box] = 235
+    # Sensor-like noise over the ramp, new every frame, so that the encoder spends about
+    # the configured bitrate (a flat pattern would cost a fraction of it) and storage and
+    # upload figures are realistic.
+    ramp = luma[h * 2 // 3 :]
+    ramp += _noise(ramp.shape, frame_index)
     scale = max(1, h // 180)
     for row, text in enumerate(lines):
         burn_text(luma, text, 8 * scale, (6 + row * 10) * scale, scale)

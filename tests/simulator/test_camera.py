@@ -194,3 +194,11 @@ def test_live_640x360_runs_faster_than_real_time() -> None:
     started = time.perf_counter()
     capture(4, CameraConfig(width=640, height=360, fps=25))
     assert time.perf_counter() - started < 4  # at least real time even on a slow runner
+
+
+@pytest.mark.parametrize("mode", ["live", "replay"])
+def test_spends_about_the_configured_bitrate(mode: str) -> None:
+    config = CameraConfig(width=320, height=180, bitrate=500_000)
+    camera, _ = capture(8, config, mode=mode)
+    kbits = camera.bytes * 8 / 8 / 1000
+    assert 350 < kbits < 800  # 500 kbit/s video plus ~64 kbit/s audio
