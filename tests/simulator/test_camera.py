@@ -202,3 +202,19 @@ def test_spends_about_the_configured_bitrate(mode: str) -> None:
     camera, _ = capture(8, config, mode=mode)
     kbits = camera.bytes * 8 / 8 / 1000
     assert 350 < kbits < 800  # 500 kbit/s video plus ~64 kbit/s audio
+
+
+def test_falling_behind_scaled_time_skips_frames_instead_of_queueing() -> None:
+    async def main() -> tuple[SimCamera, list[MediaPacket]]:
+        camera = SimCamera(SimClock(Timeline()), "dev-7", CameraConfig(width=640, height=360))
+        packets: list[MediaPacket] = []
+        await camera.start(packets.append)
+        await camera.clock.sleep(60)  # at 400x: 0.15 s real, far faster than the encoder
+        await camera.stop()
+        return camera, packets
+
+    camera, packets = run(main(), speed=400)
+    assert camera.history.of("dropped")
+    assert len(video(packets)) < 60 * 25 / 2
+    monos = [p.mono for p in packets]
+    assert monos == sorted(monos)

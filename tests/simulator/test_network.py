@@ -187,3 +187,15 @@ async def test_proxy_black_hole_never_answers() -> None:
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(reader.read(1), 0.3)
         writer.close()
+
+
+async def test_proxy_bandwidth_and_latency_slow_the_transfer() -> None:
+    server = await _echo_server()
+    link = Link(History(lambda: 0.0))
+    link.inject_bandwidth(400_000)
+    link.inject_latency(0.05)
+    async with server, FaultProxy(link, "127.0.0.1", server.sockets[0].getsockname()[1]) as proxy:
+        started = time.perf_counter()
+        assert await _roundtrip(proxy.port, b"y" * 100_000) == b"y" * 100_000
+        elapsed = time.perf_counter() - started
+    assert elapsed > 0.5  # 100 kB each way at 400 kB/s, plus latency per chunk
