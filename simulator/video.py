@@ -69,7 +69,8 @@ def _noise_bank(shape: tuple[int, int]) -> npt.NDArray[np.uint8]:
 
 def _noise(shape: tuple[int, ...], frame_index: int) -> npt.NDArray[np.uint8]:
     bank = _noise_bank((shape[0], shape[1]))
-    return bank[frame_index % _NOISE_FRAMES]
+    noise: npt.NDArray[np.uint8] = bank[frame_index % _NOISE_FRAMES]
+    return noise
 
 
 def wall_text(wall: int) -> str:
