@@ -101,7 +101,8 @@ class DirectoryStorage(Storage):
 
     def listdir(self, path: str) -> list[str]:
         try:
-            return sorted(p.name for p in self._path(path).iterdir() if not p.name.startswith("."))
+            folder = self._path(path) if path else self.root
+            return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
         except FileNotFoundError:
             return []
         except OSError as exc:
