@@ -129,7 +129,11 @@ class LiveVideo:
         codec.options = {
             "preset": "ultrafast",
             "tune": "zerolatency",
-            "x264-params": f"keyint={kf}:min-keyint={kf}:scenecut=0:repeat-headers=1:bframes=0",
+            # annexb: start codes, as picamera2 gives; repeat-headers: SPS/PPS before every
+            # IDR, so that each segment cut at a keyframe decodes on its own.
+            "x264-params": (
+                f"keyint={kf}:min-keyint={kf}:scenecut=0:bframes=0:repeat-headers=1:annexb=1"
+            ),
         }
         codec.open()
         self._codec = codec

@@ -218,3 +218,22 @@ def test_falling_behind_scaled_time_skips_frames_instead_of_queueing() -> None:
     assert len(video(packets)) < 60 * 25 / 2
     monos = [p.mono for p in packets]
     assert monos == sorted(monos)
+
+
+@pytest.mark.parametrize("mode", ["live", "replay"])
+def test_a_segment_cut_at_a_keyframe_muxes_and_plays(mode: str) -> None:
+    """The agent's muxer turns the camera's packets into MPEG-TS that a player decodes."""
+    from agent.capture.mux import mux_segment
+
+    _, packets = capture(3, mode=mode)
+    keys = [p.mono for p in video(packets) if p.keyframe]
+    segment = [p for p in packets if keys[1] <= p.mono < keys[2]]  # the second GOP alone
+    data = mux_segment(segment, SMALL)
+    with av.open(io.BytesIO(data)) as container:
+        assert container.format.name == "mpegts"
+        pictures = list(container.decode(video=0))
+    with av.open(io.BytesIO(data)) as container:
+        samples = sum(f.samples for f in container.decode(audio=0))
+    assert len(pictures) == 25  # every picture of the GOP, from its own SPS/PPS
+    assert (pictures[0].width, pictures[0].height) == (320, 180)
+    assert samples == pytest.approx(48_000, rel=0.1)  # one second of tone
