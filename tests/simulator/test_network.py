@@ -198,4 +198,32 @@ async def test_proxy_bandwidth_and_latency_slow_the_transfer() -> None:
         started = time.perf_counter()
         assert await _roundtrip(proxy.port, b"y" * 100_000) == b"y" * 100_000
         elapsed = time.perf_counter() - started
-    assert elapsed > 0.5  # 100 kB each way at 400 kB/s, plus latency per chunk
+    # 100 kB each way at 400 kB/s (0.25 s; the echo overlaps), plus 50 ms latency each way.
+    assert 0.35 < elapsed < 1.5
+
+
+async def test_proxy_latency_delays_a_transfer_once_not_per_chunk() -> None:
+    server = await _echo_server()
+    link = Link(History(lambda: 0.0))
+    link.inject_latency(0.1)
+    payload = b"z" * (1 << 20)  # 64 chunks: 6.4 s each way if latency were paid per chunk
+    async with server, FaultProxy(link, "127.0.0.1", server.sockets[0].getsockname()[1]) as proxy:
+        started = time.perf_counter()
+        assert await _roundtrip(proxy.port, payload) == payload
+        elapsed = time.perf_counter() - started
+    assert 0.2 <= elapsed < 2.0
+
+
+async def test_proxy_black_hole_on_an_open_connection_swallows_what_follows() -> None:
+    server = await _echo_server()
+    link = Link(History(lambda: 0.0))
+    async with server, FaultProxy(link, "127.0.0.1", server.sockets[0].getsockname()[1]) as proxy:
+        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+        writer.write(b"ping")
+        assert await asyncio.wait_for(reader.read(4), 5) == b"ping"
+        link.inject_black_hole()
+        writer.write(b"lost")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.read(1), 0.3)
+        writer.close()
+    assert link.active == 0  # the radio is idle again: nothing counted twice or left over
