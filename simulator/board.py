@@ -1,5 +1,10 @@
 """A whole simulated device: every fake, wired together like the real board.
 
+``board = simulated_board("dev-1", Path("store"), clock)`` gives a :class:`SimulatedBoard`:
+a :class:`hardware.base.Board` for the agent that also holds the fakes (``board.medium``,
+``board.power``...). ``board, handles = simulated_board(...)`` unpacks it into the board
+and its :class:`SimHandles`, for callers that keep the two apart.
+
 Wiring: the camera's capture and the link's transfers draw on the battery; an empty
 battery cuts the power rail; a cut stops the camera, settles the medium (FAULTS 2), darkens
 the LEDs and then runs the harness's ``power.on_cut`` hooks (append the agent's ``kill``);
@@ -9,7 +14,8 @@ a mid-operation cut injected into the medium cuts the whole rail.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from hardware.base import Board, CameraConfig, LedPattern
@@ -36,6 +42,20 @@ class BoardOptions:
     loop: asyncio.AbstractEventLoop | None = None  # for gpiozero's callbacks; default running
 
 
+@dataclass(frozen=True, slots=True)
+class SimHandles:
+    """The fakes behind a simulated board, for a test or the command line to drive them
+    (their ``inject_*`` methods) and to read their ``history``."""
+
+    camera: SimCamera
+    controls: SimControls
+    battery: SimBattery
+    clock: SimClock
+    medium: SimulatedMedium
+    link: Link
+    power: PowerSupply
+
+
 @dataclass(slots=True)
 class SimulatedBoard(Board):
     """A :class:`hardware.base.Board` whose parts are fakes, with handles to drive them."""
@@ -48,6 +68,23 @@ class SimulatedBoard(Board):
     medium: SimulatedMedium
     link: Link
     power: PowerSupply
+
+    @property
+    def handles(self) -> SimHandles:
+        """The fakes, apart from the board."""
+        return SimHandles(
+            camera=self.sim_camera,
+            controls=self.controls,
+            battery=self.sim_battery,
+            clock=self.sim_clock,
+            medium=self.medium,
+            link=self.link,
+            power=self.power,
+        )
+
+    def __iter__(self) -> Iterator[Board | SimHandles]:
+        """``board, handles = simulated_board(...)``."""
+        return iter((self, self.handles))
 
     def history(self) -> list[tuple[str, Happening]]:
         """Every part's history merged in time order, as (part, entry)."""
@@ -70,23 +107,36 @@ class SimulatedBoard(Board):
 
 def simulated_board(
     device_id: str,
-    root_dir: Path,
+    store_dir: Path,
     clock: SimClock,
     seed: int = 0,
+    *,
+    camera: CameraConfig | None = None,
+    replay: bool = False,
+    capacity: int | None = None,
     **options: object,
 ) -> SimulatedBoard:
-    """Build a simulated device on ``clock`` whose evidence medium is ``root_dir``.
+    """Build a simulated device on ``clock`` whose evidence medium is ``store_dir``.
 
-    ``options`` are the fields of :class:`BoardOptions`. Call it on the event loop that will
-    run the agent (or pass ``loop=``): button callbacks are delivered there.
+    ``seed`` drives every random fault (power-cut fates, link resets). ``camera`` sets the
+    capture; ``replay`` uses the cached clip instead of live encoding (fleets);
+    ``capacity`` limits the medium to that many bytes. Other ``options`` are the fields of
+    :class:`BoardOptions`. Call it on the event loop that will run the agent (or pass
+    ``loop=``): button callbacks are delivered there.
     """
     opts = BoardOptions(**options)  # type: ignore[arg-type]  # checked by the dataclass
+    if camera is not None:
+        opts = replace(opts, camera=camera)
+    if replay:
+        opts = replace(opts, camera_mode="replay")
+    if capacity is not None:
+        opts = replace(opts, storage_capacity=capacity)
     loop = opts.loop or asyncio.get_running_loop()
-    camera = SimCamera(clock, device_id, opts.camera, mode=opts.camera_mode)
+    sim_camera = SimCamera(clock, device_id, opts.camera, mode=opts.camera_mode)
     controls = SimControls(loop, clock)
     battery = SimBattery(clock, capacity_mah=opts.battery_mah, percent=opts.battery_percent)
     medium = SimulatedMedium(
-        root_dir,
+        store_dir,
         History(clock.timeline.now),
         capacity=opts.storage_capacity,
         seed=seed,
@@ -95,12 +145,12 @@ def simulated_board(
     link = Link(History(clock.timeline.now), seed=seed, kind=opts.link_kind)
     power = PowerSupply(clock, battery)
 
-    camera.listeners.append(battery.set_recording)
+    sim_camera.listeners.append(battery.set_recording)
     link.on_activity.append(battery.set_uploading)
     medium.on_cut = lambda: power.cut("cut inside a storage operation")
     power.on_cut.extend(
         [
-            camera.power_cut,
+            sim_camera.power_cut,
             medium.power_cut,
             lambda: controls.indicator.show(LedPattern.OFF),
             lambda: battery.set_recording(False),
@@ -110,7 +160,7 @@ def simulated_board(
     battery.arm()
     return SimulatedBoard(
         name="simulator",
-        camera=camera,
+        camera=sim_camera,
         buttons=controls.buttons,
         indicator=controls.indicator,
         speaker=controls.speaker,
@@ -119,7 +169,7 @@ def simulated_board(
         storage=medium,
         network=SimNetwork(link),
         device_id=device_id,
-        sim_camera=camera,
+        sim_camera=sim_camera,
         controls=controls,
         sim_battery=battery,
         sim_clock=clock,

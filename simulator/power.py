@@ -143,6 +143,10 @@ class SimBattery(Battery):
         self._empty_fired = False
         self.arm()
 
+    def inject_level(self, percent: float) -> None:
+        """Set the state of charge now: :meth:`inject_percent`, by the gauge's word."""
+        self.inject_percent(percent)
+
     def inject_ambient(self, celsius: float) -> None:
         """Set the ambient temperature (a hot car, a winter night)."""
         self.ambient_c = celsius

@@ -105,6 +105,10 @@ class SimulatedMedium(DirectoryStorage):
         self._fsync_failures += count
         self.history.add("inject_fsync_failure", count=count)
 
+    def inject_fsync_error(self, count: int = 1) -> None:
+        """EIO on the next fsync (the name FAULTS 4 uses): :meth:`inject_fsync_failure`."""
+        self.inject_fsync_failure(count)
+
     def inject_read_only(self, on: bool = True) -> None:
         """The card turns read-only (writes fail with EROFS), or writable again."""
         self.read_only = on
@@ -135,22 +139,34 @@ class SimulatedMedium(DirectoryStorage):
         self.inject_cut(None, random.Random(seed).randint(1, within))  # noqa: S311
 
     # ------------------------------------------------------------------ power
-    def power_cut(self) -> None:
+    def power_cut(self, mode: CutPolicy | None = None, seed: int | None = None) -> None:
         """Power gone: settle what was not durable, per ``cut_policy``; refuse all until
-        :meth:`power_on`."""
+        :meth:`power_on`.
+
+        ``mode`` overrides ``cut_policy`` for this cut, and ``seed`` re-seeds the draws
+        from here on, so that a test can replay one cut's fates exactly.
+        """
         if not self.powered:
             return
         self.powered = False
-        for item in reversed(self._pending):
-            self._settle_pending(item)
-        for path, durable in sorted(self._unsynced.items()):
-            self._settle_content(path, durable)
+        policy = self.cut_policy
+        if mode is not None:
+            self.cut_policy = mode
+        if seed is not None:
+            self.rng = random.Random(seed)  # noqa: S311 (seeded faults, not secrets)
+        try:
+            for item in reversed(self._pending):
+                self._settle_pending(item)
+            for path, durable in sorted(self._unsynced.items()):
+                self._settle_content(path, durable)
+        finally:
+            self.cut_policy = policy
         self._pending.clear()
         self._unsynced.clear()
         self._eio_paths.clear()
         self._cut_at = None
         self.used = sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
-        self.history.add("power_cut")
+        self.history.add("power_cut", mode=mode or policy, seed=seed)
 
     def power_on(self) -> None:
         """Power is back (a new boot); injected card faults stay as they were."""

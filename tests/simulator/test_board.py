@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hardware.base import Board, ButtonName, CameraConfig, LedPattern, MediaPacket
-from simulator.board import SimulatedBoard, simulated_board
+from simulator.board import SimHandles, SimulatedBoard, simulated_board
 from simulator.clock import SimClock, Timeline, run
 from simulator.storage import CutPoint, PowerLost
 
@@ -128,3 +128,28 @@ def test_the_agent_records_through_two_power_cuts_and_verifies(tmp_path: Path) -
     assert report["verdict"] == "authentic"
     assert [g["cause"] for g in report["gaps"]] == ["power_loss", "power_loss"]
     assert 15 <= report["covered_seconds"] <= 30
+
+
+def test_board_unpacks_into_board_and_handles_and_takes_the_short_options(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        clock = SimClock(Timeline())
+        board, handles = simulated_board(
+            "dev-2", tmp_path, clock, seed=3, camera=SMALL, replay=True, capacity=10_000
+        )
+        try:
+            assert isinstance(board, Board)
+            assert isinstance(handles, SimHandles)
+            assert handles.clock is clock is board.clock
+            assert handles.medium is board.storage
+            assert handles.camera is board.camera
+            assert handles.camera.mode == "replay"
+            assert handles.camera.config == SMALL
+            assert board.storage.state().total == 10_000
+            handles.medium.inject_read_only()
+            assert board.storage.state().read_only
+        finally:
+            handles.controls.close()
+
+    run(main())

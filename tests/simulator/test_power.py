@@ -81,3 +81,20 @@ def test_cut_is_idempotent_and_restore_reboots_the_clock() -> None:
         assert clock.mono() == 5_000_000
 
     run(main())
+
+
+def test_inject_level_sets_the_charge_and_rearms_the_empty_cut() -> None:
+    async def main() -> float:
+        clock = SimClock(Timeline())
+        battery = SimBattery(clock, capacity_mah=1000, idle_ma=500)
+        power = PowerSupply(clock, battery)
+        battery.arm()
+        battery.inject_level(5.0)  # 50 mAh at 500 mA: six minutes left
+        assert battery.read().percent == pytest.approx(5.0)
+        await asyncio.sleep(350)
+        assert power.on
+        await asyncio.sleep(20)
+        assert not power.on
+        return battery.history.of("empty")[0].at
+
+    assert run(main()) == pytest.approx(360, abs=1)

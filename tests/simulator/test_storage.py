@@ -203,3 +203,37 @@ def test_random_cut_lands_within_the_window(tmp_path: Path) -> None:
         pass
     assert m.history.of("cut_inside")
     assert sealed < 3
+
+
+def test_power_cut_mode_overrides_the_policy_for_that_cut_only(tmp_path: Path) -> None:
+    m = medium(tmp_path, cut_policy="keep")
+    m.write_new("tmp/b", b"bbb")
+    m.rename("tmp/b", "media/b")
+    m.power_cut(mode="drop")
+    assert files(m) == {}
+    assert m.cut_policy == "keep"
+    m.power_on()
+    m.write_new("tmp/c", b"ccc")
+    m.power_cut()
+    assert files(m) == {"tmp/c": b"ccc"}
+
+
+def test_power_cut_seed_replays_the_same_fates(tmp_path: Path) -> None:
+    def fates(where: Path, seed: int) -> list[str]:
+        m = medium(where, cut_policy="mixed", seed=99)
+        for i in range(12):
+            m.write_new(f"tmp/f{i}", b"f" * 40)
+        m.power_cut(mode="mixed", seed=seed)
+        return [h.detail["fate"] for h in m.history if h.kind == "cut_create"]
+
+    assert fates(tmp_path / "a", 4) == fates(tmp_path / "b", 4)
+    assert fates(tmp_path / "c", 4) != fates(tmp_path / "d", 5)
+
+
+def test_inject_fsync_error_is_eio_on_the_next_fsync(tmp_path: Path) -> None:
+    m = medium(tmp_path)
+    m.inject_fsync_error()
+    with pytest.raises(StorageError) as caught:
+        m.append("journal", b"x")
+    assert caught.value.errno == errno.EIO
+    m.append("journal", b"y")  # only the next one
