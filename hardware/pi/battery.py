@@ -4,9 +4,14 @@
   address 0x36, as on Geekworm's X728/X1200-series UPS boards and Adafruit's MAX17048
   breakout. VCELL (0x02) is 78.125 µV per bit; SOC (0x04) is 1/256 % per bit; CRATE
   (0x16) is 0.208 %/h per bit, signed, positive while charging.
-* :class:`Ina219Gauge`: the INA219 current/voltage monitor at 0x42, as on Waveshare's UPS
-  HAT; it has no fuel gauge, so the percentage is estimated from the bus voltage of a
-  1-cell Li-ion pack, and charging from the sign of the shunt current.
+* :class:`Ina219Gauge`: the INA219 current/voltage monitor of Waveshare's UPS HATs: at
+  0x43 over one cell on the UPS HAT (C) and (D) for the Pi Zero, at 0x42 over two cells in
+  series on the UPS HAT for the Pi 4 (``cells=2``). It has no fuel gauge: the percentage is
+  estimated from the voltage per cell (linear from 3.0 to 4.2 V, as Waveshare's own code
+  does), charging from the sign of the shunt current.
+
+``BatteryState.voltage_mv`` is the voltage of one cell for both chips, so that a reading
+means the same whatever the pack.
 
 SMBus sends words little-endian while both chips are big-endian: words are byte-swapped.
 The bus is any object with ``read_word_data`` and ``write_word_data`` (smbus2.SMBus);
@@ -76,15 +81,18 @@ class Max17048Gauge(Battery):
 
 
 class Ina219Gauge(Battery):
-    """INA219 on a 1-cell pack: voltage measured, percentage estimated."""
+    """INA219 on a Li-ion pack of ``cells`` in series: voltage measured, percentage estimated."""
 
-    ADDRESS = 0x42
+    ADDRESS = 0x43  # UPS HAT (C)/(D), one cell; the Pi 4 UPS HAT (two cells) is at 0x42
     SHUNT, BUS = 0x01, 0x02
-    EMPTY_MV, FULL_MV = 3000, 4200
+    EMPTY_MV, FULL_MV = 3000, 4200  # per cell
 
-    def __init__(self, bus: WordBus, address: int = ADDRESS) -> None:
+    def __init__(self, bus: WordBus, address: int = ADDRESS, cells: int = 1) -> None:
+        if cells < 1:
+            raise ValueError("a pack has at least one cell")
         self.bus = bus
         self.address = address
+        self.cells = cells
 
     def _register(self, register: int) -> int:
         try:
@@ -93,9 +101,9 @@ class Ina219Gauge(Battery):
             raise HardwareError(f"INA219 at {self.address:#x}: {exc}") from exc
 
     def read(self) -> BatteryState:
-        """Bus voltage (4 mV per bit, bits 15..3), estimated percent, charging."""
-        millivolts = (self._register(self.BUS) >> 3) * 4
+        """Bus voltage (4 mV per bit, bits 15..3) per cell, estimated percent, charging."""
+        cell_mv = (self._register(self.BUS) >> 3) * 4 / self.cells
         shunt = _signed16(self._register(self.SHUNT))  # 10 µV per bit; > 0 into the pack
         span = self.FULL_MV - self.EMPTY_MV
-        percent = min(100.0, max(0.0, 100 * (millivolts - self.EMPTY_MV) / span))
-        return BatteryState(round(percent, 1), millivolts, shunt > 0)
+        percent = min(100.0, max(0.0, 100 * (cell_mv - self.EMPTY_MV) / span))
+        return BatteryState(round(percent, 1), round(cell_mv), shunt > 0)

@@ -27,6 +27,8 @@ class PiOptions:
     buzzer_pin: int = 12
     hold_time: float = 1.0
     gauge: str = "max17048"  # or "ina219"
+    gauge_address: int | None = None  # None: the chip's usual address
+    cells: int = 1  # in series, for the INA219 (2 on Waveshare's UPS HAT for the Pi 4)
     i2c_bus: int = 1
 
 
@@ -38,7 +40,11 @@ def pi_board(store: Path, loop: asyncio.AbstractEventLoop, **options: object) ->
     factory = LGPIOFactory()
     clock = PiClock()
     bus = open_bus(opts.i2c_bus)
-    battery: Battery = Ina219Gauge(bus) if opts.gauge == "ina219" else Max17048Gauge(bus)
+    battery: Battery
+    if opts.gauge == "ina219":
+        battery = Ina219Gauge(bus, opts.gauge_address or Ina219Gauge.ADDRESS, opts.cells)
+    else:
+        battery = Max17048Gauge(bus, opts.gauge_address or Max17048Gauge.ADDRESS)
     return Board(
         name="pi",
         camera=PiCamera(opts.camera, opts.microphone),

@@ -43,11 +43,20 @@ def test_max17048_decodes_voltage_percent_and_charge_rate() -> None:
 
 
 def test_ina219_estimates_percent_from_bus_voltage() -> None:
-    chip = RegisterChip(0x42, {0x02: (3600 // 4) << 3, 0x01: 0xFFF0})
+    chip = RegisterChip(0x43, {0x02: (3600 // 4) << 3, 0x01: 0xFFF0})
     state = Ina219Gauge(chip).read()
     assert state.voltage_mv == 3600
     assert state.percent == 50.0
     assert not state.charging
+    chip.registers[0x01] = 0x0010  # current into the pack
+    assert Ina219Gauge(chip).read().charging
+
+
+def test_ina219_on_a_two_cell_pack_reports_per_cell() -> None:
+    chip = RegisterChip(0x42, {0x02: (7800 // 4) << 3, 0x01: 0xFFF0})
+    state = Ina219Gauge(chip, 0x42, cells=2).read()
+    assert state.voltage_mv == 3900
+    assert state.percent == 75.0
 
 
 def test_gauge_absent_is_a_hardware_error() -> None:
