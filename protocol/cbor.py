@@ -9,7 +9,7 @@ that one value has one byte string, and no signature covers two readings).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import IO, Any
 
 import cbor2
@@ -46,6 +46,36 @@ def _keep_tag(*args: Any) -> Any:
     return _tag_of(args)
 
 
+#: The integers plain CBOR heads can carry; anything wider came from a bignum tag.
+_INT_RANGE = range(-(1 << 64), 1 << 64)
+
+
+def _check_data_model(value: Any, allow_tags: bool, what: str, depth: int) -> None:
+    """Reject what cbor2 built from a semantic tag (datetime, bignum, set, UUID, decimal, ...)
+    or from a simple value other than false, true and null: the format has none of them."""
+    if depth <= 0:
+        raise DecodeError(f"{what}: nested too deeply")
+    if value is None or isinstance(value, bool | str | bytes | float):
+        return
+    if type(value) is int:
+        if value not in _INT_RANGE:
+            raise DecodeError(f"{what}: integer outside the CBOR integer range (a bignum tag)")
+        return
+    if isinstance(value, list | tuple):
+        for item in value:
+            _check_data_model(item, allow_tags, what, depth - 1)
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            _check_data_model(key, allow_tags, what, depth - 1)
+            _check_data_model(item, allow_tags, what, depth - 1)
+        return
+    if allow_tags and isinstance(value, cbor2.CBORTag):
+        _check_data_model(value.value, allow_tags, what, depth - 1)
+        return
+    raise DecodeError(f"{what}: holds a value outside the format ({type(value).__name__})")
+
+
 def decode(data: bytes, *, allow_tags: bool = False, what: str = "object") -> Any:
     """Decode one deterministic CBOR item that spans exactly ``data``."""
     if not isinstance(data, bytes | bytearray | memoryview):
@@ -67,6 +97,7 @@ def decode(data: bytes, *, allow_tags: bool = False, what: str = "object") -> An
         raise
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, MemoryError) as exc:
         raise DecodeError(f"{what}: not valid CBOR ({exc})") from exc
+    _check_data_model(value, allow_tags, what, MAX_DEPTH + 1)
     try:
         canonical = cbor2.dumps(value, canonical=True)
     except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
