@@ -118,7 +118,11 @@ def _head_length(stream: IO[bytes], first: int) -> tuple[int, bytes]:
     raw = stream.read(sizes[info])
     if len(raw) != sizes[info]:
         raise TruncatedItemError(len(raw) + 1)
-    return int.from_bytes(raw, "big"), raw
+    value = int.from_bytes(raw, "big")
+    # Deterministic encoding: the shortest head, so that one sequence has one byte string.
+    if value < (24 if info == 24 else 1 << (4 * sizes[info])):
+        raise DecodeError("CBOR length not in its shortest form in a sequence item")
+    return value, raw
 
 
 class TruncatedItemError(DecodeError):
