@@ -170,6 +170,7 @@ class SimClock(Clock):
         ntp_residual: int = 500,
         ntp_poll: float = 64.0,
         sync_threshold: int = 100_000,
+        mono_start: int = 5 * US,
     ) -> None:
         self.timeline = timeline
         self.history = History(timeline.now)
@@ -183,7 +184,10 @@ class SimClock(Clock):
         self._ntp_since = now
         self._offset_at = float(ntp_residual if ntp else offset)
         self._t_ref = now
-        self._mono_at = 5.0 * US  # monotonic µs at true time _mono_t (5 s after boot)
+        # Monotonic µs at true time _mono_t. A real boot's CLOCK_MONOTONIC reads a few
+        # seconds when userspace starts; any start is legal, which tests may exercise.
+        self.mono_start = mono_start
+        self._mono_at = float(mono_start)
         self._mono_t = now
         self.boots = 1
 
@@ -220,7 +224,8 @@ class SimClock(Clock):
         return self.timeline.start_wall + round(now * US + self._offset_at)
 
     def mono(self) -> int:
-        """Monotonic µs since this boot (starting at 5 s, as after a real boot)."""
+        """Monotonic µs of this boot (from ``mono_start``, 5 s by default, as after a real
+        boot)."""
         now = self.timeline.now()
         return round(self._mono_at + (now - self._mono_t) * US * (1 + self._rate()))
 
@@ -273,7 +278,7 @@ class SimClock(Clock):
         """A new boot: monotonic restarts; without an RTC the wall clock restarts at the epoch
         and stays wrong until NTP syncs (if NTP is on, it syncs at the first poll)."""
         now = self._settle()
-        self._mono_at = 5.0 * US
+        self._mono_at = float(self.mono_start)
         self.boots += 1
         if not self.rtc:
             self._offset_at = NO_RTC_WALL - (self.timeline.start_wall + now * US)

@@ -152,3 +152,15 @@ def test_timeline_is_shared_by_a_fleet_and_continues_across_loops() -> None:
     assert walls == [1_010 * US + i * US for i in range(3)]
     assert run(main()) == [1_020 * US + i * US for i in range(3)]
     assert timeline.wall() == 1_020 * US  # outside a loop: stands still
+
+
+def test_mono_starts_where_told_and_each_boot_starts_there_again() -> None:
+    async def main() -> None:
+        clock = SimClock(Timeline(), mono_start=987_654_321)
+        assert clock.mono() == 987_654_321
+        await clock.sleep(2)
+        assert clock.mono() == 987_654_321 + 2 * US
+        clock.reboot()
+        assert clock.mono() == 987_654_321
+
+    run(main())
