@@ -9,9 +9,11 @@ whose declared sizes betray a zip bomb, and it never reads a member past its dec
 from __future__ import annotations
 
 import io
+import lzma
 import os
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import IO, Protocol
@@ -23,6 +25,16 @@ MAX_FILE_BYTES = 1 << 30
 #: Largest ratio of uncompressed to compressed size a zip may declare overall.
 MAX_ZIP_RATIO = 200
 MAX_ZIP_MEMBERS = 5_000_000
+#: What zipfile and its decompressors raise on a damaged archive or member.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    OSError,
+    EOFError,
+    ValueError,
+    NotImplementedError,
+    zlib.error,
+    lzma.LZMAError,
+)
 
 
 class Container(Protocol):
@@ -56,13 +68,9 @@ class Container(Protocol):
 
 
 def _check_rel(path: str) -> str:
-    parts = PurePosixPath(path).parts
-    if (
-        not parts
-        or path.startswith("/")
-        or any(p in ("..", ".", "") for p in parts)
-        or "\\" in path
-    ):
+    # Split by hand: PurePosixPath would fold "a/./b" and "a//b" into "a/b".
+    parts = path.split("/")
+    if any(p in ("..", ".", "") for p in parts) or "\\" in path:
         raise DecodeError(f"unsafe path {path!r}")
     return path
 
@@ -144,15 +152,15 @@ class _Bounded(io.RawIOBase):
         return True
 
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        if self._left <= 0:
-            if self._inner.read(1):
-                raise DecodeError(f"{self._name}: member is longer than it declares")
-            return 0
         want = min(len(buffer), self._left)
         try:
-            data = self._inner.read(want)
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+            data = self._inner.read(want if want > 0 else 1)
+        except _ZIP_ERRORS as exc:
             raise DecodeError(f"{self._name}: cannot read zip member ({exc})") from exc
+        if self._left <= 0:
+            if data:
+                raise DecodeError(f"{self._name}: member is longer than it declares")
+            return 0
         buffer[: len(data)] = data
         self._left -= len(data)
         return len(data)
@@ -169,7 +177,7 @@ class ZipContainer:
         self.name = str(path)
         try:
             self._zip = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        except _ZIP_ERRORS as exc:
             raise DecodeError(f"{path}: not a readable zip archive ({exc})") from exc
         try:
             self._index(path)
@@ -225,7 +233,7 @@ class ZipContainer:
             raise FileNotFoundError(path)
         try:
             inner = self._zip.open(info)
-        except (zipfile.BadZipFile, NotImplementedError, OSError, ValueError) as exc:
+        except _ZIP_ERRORS as exc:
             raise DecodeError(f"{path}: cannot open zip member ({exc})") from exc
         return io.BufferedReader(_Bounded(inner, info.file_size, path))
 
