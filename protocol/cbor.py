@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator, Mapping
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import cbor2
 
@@ -107,7 +107,15 @@ def decode(data: bytes, *, allow_tags: bool = False, what: str = "object") -> An
     return value
 
 
-def _head_length(stream: IO[bytes], first: int) -> tuple[int, bytes]:
+class Readable(Protocol):
+    """What the sequence readers need of a stream."""
+
+    def read(self, size: int, /) -> bytes:
+        """Up to ``size`` bytes; fewer only at the end."""
+        ...
+
+
+def _head_length(stream: Readable, first: int) -> tuple[int, bytes]:
     """Read the argument of a CBOR head whose first byte is ``first``; return it and its bytes."""
     info = first & 0x1F
     if info < 24:

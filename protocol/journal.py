@@ -53,11 +53,15 @@ class JournalScan:
             if not first_b:
                 self.end = offset
                 return
+            # What this item has read so far: the torn tail is hashed from its first byte
+            # without seeking back (a zip member, for one, cannot seek).
+            head = _Recording(stream)
+            body = b""
             try:
                 first = first_b[0]
                 if first >> 5 != 2:
                     raise DecodeError("not a byte string")
-                length, head = _head_length(stream, first)
+                length, _ = _head_length(head, first)
                 if length > MAX_OBJECT_BYTES:
                     raise DecodeError("item too long")
                 body = stream.read(length)
@@ -65,18 +69,30 @@ class JournalScan:
                     raise TruncatedItemError(len(body))
                 cose.decode(body, cose.ContentType.RECORD)
             except DecodeError:
-                self._tail(offset)
+                self._tail(offset, first_b + head.data + body)
                 return
             start = offset
-            offset += 1 + len(head) + length
+            offset += 1 + len(head.data) + length
             yield start, body
 
-    def _tail(self, offset: int) -> None:
-        self._stream.seek(offset)
-        h = hashlib.sha256()
-        total = 0
+    def _tail(self, offset: int, read: bytes) -> None:
+        h = hashlib.sha256(read)
+        total = len(read)
         while block := self._stream.read(1 << 16):
             h.update(block)
             total += len(block)
         self.end = offset
         self.torn = TornTail(f"{self.name}@{offset}", offset, total, h.digest())
+
+
+class _Recording:
+    """A reader that keeps what it has read (an item head: at most 8 bytes)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.data = b""
+
+    def read(self, size: int) -> bytes:
+        block = self._stream.read(size)
+        self.data += block
+        return block
