@@ -81,13 +81,13 @@ def receipt_file(seq: int, kind: str) -> str:
 
 def parse_seq_name(name: str) -> int | None:
     """The seq of a ``<12 digits>.ubm|.bin`` file name, else None."""
-    m = _SEQ_NAME.match(name)
+    m = _SEQ_NAME.fullmatch(name)
     return int(m.group(1)) if m else None
 
 
 def parse_journal_name(name: str) -> int | None:
     """The boot index of a ``<8 digits>.log`` journal name, else None."""
-    m = _JOURNAL_NAME.match(name)
+    m = _JOURNAL_NAME.fullmatch(name)
     return int(m.group(1)) if m else None
 
 

@@ -93,7 +93,7 @@ def get_bool(value: Mapping[str, Any], key: str, what: str) -> bool:
 
 def check_device_id(device: object, what: str = "device id") -> str:
     """Device ids are 1-63 characters of ``a-z 0-9 -``, starting with a letter or digit."""
-    if not isinstance(device, str) or not _DEVICE_ID.match(device):
+    if not isinstance(device, str) or not _DEVICE_ID.fullmatch(device):
         raise DecodeError(f"{what}: {device!r} is not a device id (1-63 of a-z, 0-9, '-')")
     return device
 
