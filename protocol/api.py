@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -28,6 +29,7 @@ API_PREFIX = "/api/v1"
 TIME_HEADER = "X-Unbroken-Time"
 MAX_BATCH = 256
 MAX_B64 = 1 << 20
+_B64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
 
 
 def b64e(data: bytes) -> str:
@@ -36,11 +38,22 @@ def b64e(data: bytes) -> str:
 
 
 def b64d(text: str) -> bytes:
-    """Decode base64url with or without padding; ValueError if malformed."""
+    """Decode base64url with or without padding; ValueError if malformed.
+
+    Strict: only the base64url alphabet, and the canonical form (unused bits zero), so
+    that one byte string has one text (the standard decoder skips stray characters).
+    """
+    if not isinstance(text, str) or not _B64URL.fullmatch(text):
+        raise ValueError("not base64url")
+    if "=" in text and len(text) % 4:
+        raise ValueError("base64url padding does not fill the last quantum")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as exc:
         raise ValueError("not base64url") from exc
+    if b64e(data) != text.rstrip("="):
+        raise ValueError("not canonical base64url")
+    return data
 
 
 class Wire(BaseModel):
