@@ -129,6 +129,8 @@ def open_sealed(
         )
     except Exception as exc:  # cryptography raises InvalidTag and others from Rust
         raise CryptoError("media does not decrypt (wrong key, wrong place or altered)") from exc
+    if len(plain) < SALT_LEN:
+        raise CryptoError("decrypted media is shorter than its salt")
     salt, media = plain[:SALT_LEN], plain[SALT_LEN:]
     if expect is not None and commitment(salt, media) != expect:
         raise CryptoError("decrypted media does not match its commitment")
