@@ -72,6 +72,7 @@ class SimBattery(Battery):
         self.ambient_c = ambient_c
         self.heating_c_per_a = heating_c_per_a
         self.on_empty: list[Callable[[], None]] = []
+        self.powered = True  # the rail is on: the device draws current
         self.recording = False
         self.uploading = False
         self.charging = False
@@ -82,11 +83,19 @@ class SimBattery(Battery):
 
     # ------------------------------------------------------------------ model
     def draw_ma(self) -> float:
-        """Current out of the battery now (negative while the charger wins)."""
-        load = self.idle_ma
-        load += self.recording_ma if self.recording else 0.0
-        load += self.uploading_ma if self.uploading else 0.0
+        """Current out of the battery now (negative while the charger wins); a device with
+        its rail off draws nothing."""
+        load = 0.0
+        if self.powered:
+            load += self.idle_ma
+            load += self.recording_ma if self.recording else 0.0
+            load += self.uploading_ma if self.uploading else 0.0
         return load - (self.charge_ma if self.charging else 0.0)
+
+    def empty(self) -> bool:
+        """No charge left."""
+        self._integrate()
+        return self._mah <= 1e-6
 
     def _integrate(self) -> None:
         now = self.clock.timeline.now()
@@ -122,6 +131,10 @@ class SimBattery(Battery):
         if self._mah > 0:
             self._empty_fired = False
         self.arm()
+
+    def set_powered(self, on: bool) -> None:
+        """The power rail is switched on or off (the power supply calls it)."""
+        self._change("powered", on)
 
     def set_recording(self, on: bool) -> None:
         """The camera captures (or stops)."""
@@ -204,13 +217,23 @@ class PowerSupply:
         self.history.add("cut", reason=reason)
         for callback in list(self.on_cut):
             callback()
+        self.battery.set_powered(False)
 
-    def restore(self) -> None:
-        """Power returns: a new boot (the clock's monotonic time restarts)."""
+    def restore(self) -> bool:
+        """Power returns: a new boot (the clock's monotonic time restarts).
+
+        An empty battery without a charger cannot boot the device: the rail stays off and
+        False is returned (the attempt is in the history).
+        """
         if self.on:
-            return
+            return True
+        if self.battery.empty() and not self.battery.charging:
+            self.history.add("restore_refused", reason="battery empty")
+            return False
         self.on = True
+        self.battery.set_powered(True)
         self.clock.reboot()
         self.history.add("restore")
         for callback in list(self.on_restore):
             callback()
+        return True

@@ -98,3 +98,31 @@ def test_inject_level_sets_the_charge_and_rearms_the_empty_cut() -> None:
         return battery.history.of("empty")[0].at
 
     assert run(main()) == pytest.approx(360, abs=1)
+
+
+def test_an_empty_battery_cannot_boot_until_charging_and_an_off_device_draws_nothing() -> None:
+    async def main() -> None:
+        clock = SimClock(Timeline())
+        battery = SimBattery(clock, capacity_mah=100, percent=10, idle_ma=100, charge_ma=600)
+        power = PowerSupply(clock, battery)
+        battery.arm()
+        await asyncio.sleep(400)  # 10 mAh at 100 mA: empty after 360 s
+        assert not power.on
+        assert battery.percent == 0
+        assert power.restore() is False
+        assert not power.on
+        assert power.history.kinds()[-1] == "restore_refused"
+        battery.inject_charging(True)
+        await asyncio.sleep(60)  # 10 mAh in at 600 mA while off: nothing drawn
+        assert battery.percent == pytest.approx(10.0)
+        assert power.restore() is True
+        battery.inject_charging(False)
+        await asyncio.sleep(300)
+        assert power.on
+        assert battery.percent == pytest.approx(10 - 100 * 300 / 3600)  # mAh = % of 100 mAh
+        power.cut("switched off")
+        before = battery.percent
+        await asyncio.sleep(3600)
+        assert battery.percent == before
+
+    run(main())
