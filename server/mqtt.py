@@ -1,0 +1,208 @@
+"""The MQTT consumer: signed status, events and telemetry from the fleet.
+
+The consumer subscribes to every device's status, events and telemetry through shared
+subscriptions (``$share/{group}/...``, MQTT 3.1.1, which Mosquitto and EMQX accept), so
+that several server replicas split the messages between them. Each payload is a
+:class:`protocol.events.Event` signed by the device key; it is accepted only if the
+device in the payload is the device in the topic and the signature verifies against
+that device's enrolled key. Duplicates and replays are dropped by ``(device, boot, n)``,
+which the ``event`` table holds unique. Accepted events go to :class:`FleetMonitor`.
+
+The session is persistent (clean session off, a stable client id per replica), so
+announcements published while the server was down reach it when it reconnects.
+Reconnects back off, capped, with jitter. This is the only module that imports aiomqtt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import ssl
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiomqtt
+from tortoise.exceptions import IntegrityError
+
+from protocol import topics
+from protocol.errors import ProtocolError
+from protocol.events import Event, EventKind
+from protocol.keys import key_id
+from server import models
+from server.alerts import AlertKind, Severity, raise_alert
+from server.fleet import Clock, FleetMonitor
+from server.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+#: Messages aiomqtt queues between the network and :meth:`EventConsumer.handle`. When full,
+#: aiomqtt drops the newest message and logs it; nothing evidential is lost that way:
+#: events are also records of the signed chain, and telemetry is superseded by the next.
+QUEUE_MESSAGES = 10_000
+CHANNELS = (topics.Channel.STATUS, topics.Channel.EVENTS, topics.Channel.TELEMETRY)
+MAX_BACKOFF = 60.0
+
+
+class Outcome(StrEnum):
+    """What became of one message."""
+
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    MALFORMED = "malformed"
+    WRONG_DEVICE = "wrong_device"
+    UNKNOWN_DEVICE = "unknown_device"
+    BAD_SIGNATURE = "bad_signature"
+    REVOKED = "revoked"
+
+
+def _json_body(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Event bodies are CBOR maps; keep them as JSON (byte strings as hex)."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return value.hex()
+        if isinstance(value, Mapping):
+            return {str(k): convert(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [convert(v) for v in value]
+        return value
+
+    return {str(k): convert(v) for k, v in body.items()}
+
+
+class EventConsumer:
+    """Receives and checks the fleet's announcements."""
+
+    def __init__(
+        self,
+        url: str,
+        group: str,
+        monitor: FleetMonitor,
+        metrics: Metrics,
+        clock: Clock,
+        *,
+        client_id: str | None = None,
+    ) -> None:
+        self.url = url
+        self.group = group
+        self.monitor = monitor
+        self.metrics = metrics
+        self.clock = clock
+        self.client_id = client_id or f"{group}-{socket.gethostname()}"[:64]
+        self.connected = asyncio.Event()
+        self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
+
+    def _client(self) -> aiomqtt.Client:
+        url = urlsplit(self.url)
+        tls = ssl.create_default_context() if url.scheme == "mqtts" else None
+        return aiomqtt.Client(
+            url.hostname or "127.0.0.1",
+            url.port or (8883 if tls else 1883),
+            identifier=self.client_id,
+            clean_session=False,
+            protocol=aiomqtt.ProtocolVersion.V311,
+            keepalive=30,
+            timeout=10,
+            tls_context=tls,
+            username=url.username,
+            password=url.password,
+            max_queued_incoming_messages=QUEUE_MESSAGES,
+        )
+
+    async def run(self) -> None:
+        """Connect, subscribe, handle messages; reconnect with capped, jittered backoff.
+
+        The caller activates the database for this task.
+        """
+        delay = 1.0
+        while True:
+            try:
+                async with self._client() as client:
+                    for channel in CHANNELS:
+                        await client.subscribe(
+                            topics.subscription(channel, shared_group=self.group), qos=1
+                        )
+                    self.connected.set()
+                    delay = 1.0
+                    log.info("MQTT consumer %s subscribed at %s", self.client_id, self.url)
+                    async for message in client.messages:
+                        payload = message.payload
+                        if not isinstance(payload, bytes | bytearray):
+                            self._drop(Outcome.MALFORMED, str(message.topic), "not bytes")
+                            continue
+                        await self.handle(str(message.topic), bytes(payload))
+            except aiomqtt.MqttError as exc:
+                log.warning("MQTT broker lost or unreachable (%s); retrying in %.0f s", exc, delay)
+            self.connected.clear()
+            await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter only
+            delay = min(delay * 2, MAX_BACKOFF)
+
+    def _drop(self, outcome: Outcome, topic: str, why: str) -> Outcome:
+        self.counts[outcome] += 1
+        self.metrics.event_dropped(outcome.value)
+        log.info("dropped an announcement on %s: %s (%s)", topic, outcome.value, why)
+        return outcome
+
+    async def handle(self, topic: str, payload: bytes) -> Outcome:
+        """Check one message and pass it on; return what became of it."""
+        try:
+            where = topics.parse(topic)
+            event, msg = Event.parse(payload)
+        except ProtocolError as exc:
+            return self._drop(Outcome.MALFORMED, topic, str(exc))
+        if event.device != where.device:
+            return self._drop(Outcome.WRONG_DEVICE, topic, f"payload is signed as {event.device!r}")
+        telemetry = event.kind is EventKind.TELEMETRY
+        status = event.kind is EventKind.STATUS
+        if (where.channel is topics.Channel.TELEMETRY) != telemetry or (
+            where.channel is topics.Channel.STATUS
+        ) != status:
+            return self._drop(Outcome.MALFORMED, topic, f"{event.kind.value} on the wrong topic")
+        device = await models.Device.get_or_none(id=where.device)
+        if device is None:
+            return self._drop(Outcome.UNKNOWN_DEVICE, topic, "not enrolled")
+        public_key = bytes(device.public_key)
+        try:
+            if msg.kid != key_id(public_key):
+                raise ProtocolError("not signed by the device key")
+            msg.verify(public_key)
+        except ProtocolError as exc:
+            await raise_alert(
+                f"event_rejected:{where.device}",
+                AlertKind.EVENT_REJECTED,
+                Severity.WARNING,
+                f"an announcement on {where.device}'s topic is not signed by its key ({exc})",
+                self.clock(),
+                where.device,
+            )
+            return self._drop(Outcome.BAD_SIGNATURE, topic, str(exc))
+        if device.revoked is not None:
+            await raise_alert(
+                f"revoked_announcement:{where.device}",
+                AlertKind.REVOKED_UPLOAD,
+                Severity.CRITICAL,
+                f"revoked {where.device} is still announcing ({event.kind.value})",
+                self.clock(),
+                where.device,
+            )
+            return self._drop(Outcome.REVOKED, topic, "device revoked")
+        try:
+            await models.Event.create(
+                device=event.device,
+                boot=event.boot,
+                n=event.n,
+                kind=event.kind.value,
+                time=event.time,
+                received=self.clock(),
+                body=_json_body(event.body),
+            )
+        except IntegrityError:
+            return self._drop(Outcome.DUPLICATE, topic, f"n={event.n} seen before")
+        await self.monitor.event(event)
+        self.counts[Outcome.ACCEPTED] += 1
+        self.metrics.event_received(event.device)
+        return Outcome.ACCEPTED
