@@ -97,6 +97,9 @@ class GpioButtons(Buttons):
         self._press: dict[ButtonName, list[Callable[[], None]]] = {n: [] for n in ButtonName}
         self._hold: dict[ButtonName, list[Callable[[], None]]] = {n: [] for n in ButtonName}
         self._held: dict[ButtonName, bool] = dict.fromkeys(ButtonName, False)
+        # Holds reported per button, counted once their callbacks are queued on the loop
+        # (the simulator waits on it; written by the HoldThread only).
+        self.holds: dict[ButtonName, int] = dict.fromkeys(ButtonName, 0)
         self.devices: dict[ButtonName, Button] = {}
         for name in ButtonName:
             button = Button(
@@ -120,6 +123,7 @@ class GpioButtons(Buttons):
             self._held[name] = True
             for callback in self._hold[name]:
                 self._loop.call_soon_threadsafe(callback)
+            self.holds[name] += 1
 
         return held
 

@@ -22,14 +22,18 @@ Limits of the as-fast-as-possible mode, by construction:
 * Threads run in real time: work handed to a thread finishes at an unpredictable virtual
   time. Keep simulated work on the loop thread (the simulated camera encodes there).
 * Library code that reads ``time.time()`` or ``time.monotonic()`` sees real time.
+
+Real-time work that the loop thread must block on but that is not part of the simulated
+world (gpiozero timing a button hold) runs inside :meth:`VirtualLoop.paused`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import selectors
 import time
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
 from hardware.base import Clock, ClockSource, ClockStatus
@@ -104,6 +108,19 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         if self.speed is not None:
             raise RuntimeError("a scaled-real-time loop cannot be advanced by hand")
         self._virtual += max(0.0, seconds)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop virtual time while the loop thread blocks on real-time work that belongs
+        outside the simulated world (waiting for gpiozero's hold thread): on a scaled loop
+        the real seconds spent are taken out of the clock, so that they cost no device
+        time. The as-fast-as-possible loop does not move while blocked anyway."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            if self.speed is not None:
+                self._real_origin += time.monotonic() - start
 
 
 def run(main: Coroutine[Any, Any, T], *, speed: float | None = None, io_grace: float = 0.0) -> T:

@@ -6,13 +6,17 @@ read back from the LED pins, so a test sees what an officer would see.
 
 Holds: gpiozero's ``HoldThread`` times a hold in real seconds. The simulator uses a short
 real hold time (``hold_time``, 20 ms) and :meth:`hold` blocks the caller until gpiozero has
-reported the hold, so that the outcome does not depend on how fast virtual time runs.
+reported the hold and its callbacks are queued on the loop, so that the outcome does not
+depend on how fast virtual time runs. On the virtual loop the wait costs no device time
+(:meth:`simulator.clock.VirtualLoop.paused`): a hold is as instantaneous as a press.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +34,7 @@ from hardware.gpio import (
     LedPins,
     Sleep,
 )
-from simulator.clock import SimClock
+from simulator.clock import SimClock, VirtualLoop
 from simulator.history import History
 
 BUZZER_PIN = 12
@@ -79,6 +83,7 @@ class SimControls:
         self.buttons = GpioButtons(loop, self.factory, self.button_pins, hold_time=hold_time)
         self.indicator = GpioIndicator(self.factory, self.led_pins, blink)
         self.speaker = SimSpeaker(BUZZER_PIN, self.factory, sleep or clock.sleep, self.history)
+        self._loop = loop
         self._hold_time = hold_time
         self._blink = blink
 
@@ -99,21 +104,33 @@ class SimControls:
         """Hold ``name`` until gpiozero reports the hold, then release it.
 
         Blocks the calling thread for about the real hold time (20 ms in the simulator):
-        gpiozero times holds on its own thread in real seconds.
+        gpiozero times holds on its own thread in real seconds. Returns once the hold's
+        callbacks are queued on the loop; on the virtual loop, no device time passes.
         """
         name = ButtonName(name)
         pin = self.pin(self.button_pins.of(name))
-        device = self.buttons.devices[name]
-        pin.drive_low()
-        deadline = time.monotonic() + timeout
-        try:
-            while not device.is_held:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"gpiozero did not report a hold of {name}")
-                time.sleep(self._hold_time / 4)  # real: gpiozero's HoldThread runs in real time
-        finally:
-            pin.drive_high()
+        before = self.buttons.holds[name]
+        with self._paused():
+            pin.drive_low()
+            deadline = time.monotonic() + timeout
+            try:
+                # Counted by the handler after it has queued the callbacks (gpiozero sets
+                # is_held before it calls the handler, so is_held alone would race).
+                while self.buttons.holds[name] == before:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"gpiozero did not report a hold of {name}")
+                    time.sleep(self._hold_time / 4)  # real: gpiozero's HoldThread is real time
+            finally:
+                pin.drive_high()
         self.history.add("hold", button=name.value)
+
+    @contextlib.contextmanager
+    def _paused(self) -> Iterator[None]:
+        if isinstance(self._loop, VirtualLoop):
+            with self._loop.paused():
+                yield
+        else:
+            yield
 
     # ------------------------------------------------------------------ read back
     def lamp(self, colour: str, watch: float = 0.0) -> LampReading:

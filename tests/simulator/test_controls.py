@@ -74,3 +74,35 @@ async def test_prompt_beeps_the_buzzer_pin(controls: SimControls) -> None:
     assert levels.count(True) == 3  # three beeps
     assert levels[-1] is False
     assert controls.history.of("prompt")[0].detail["prompt"] == "incident_opened"
+
+
+def test_a_hold_on_scaled_time_costs_no_virtual_time_and_drops_no_frames() -> None:
+    """gpiozero times a hold in real seconds; at 200x those 20 ms would be 4 s of device
+    time with the loop blocked, and the camera would skip frames to catch up."""
+    from hardware.base import CameraConfig
+    from simulator.camera import SimCamera
+    from simulator.clock import run
+
+    async def main() -> tuple[float, SimCamera]:
+        clock = SimClock(Timeline())
+        controls = SimControls(asyncio.get_running_loop(), clock)
+        camera = SimCamera(clock, "dev-1", CameraConfig(width=320, height=180), mode="replay")
+        held: list[str] = []
+        controls.buttons.on_hold(ButtonName.BOOKMARK, lambda: held.append("hold"))
+        try:
+            await camera.start(lambda p: None)
+            await clock.sleep(2)
+            before = asyncio.get_running_loop().time()
+            for _ in range(3):
+                controls.hold(ButtonName.BOOKMARK)
+            spent = asyncio.get_running_loop().time() - before
+            await clock.sleep(2)
+            await camera.stop()
+        finally:
+            controls.close()
+        assert held == ["hold"] * 3
+        return spent, camera
+
+    spent, camera = run(main(), speed=200)
+    assert spent < 0.5
+    assert not camera.history.of("dropped")
