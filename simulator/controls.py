@@ -134,11 +134,13 @@ class SimControls:
 
     # ------------------------------------------------------------------ read back
     def lamp(self, colour: str, watch: float = 0.0) -> LampReading:
-        """Read LED ``colour`` from its pin, watching it for ``watch`` real seconds."""
+        """Read LED ``colour`` from its pin, watching it for ``watch`` real seconds (no
+        device time on the virtual loop)."""
         pin = self.pin(getattr(self.led_pins, colour))
         marker = pin.states[-1]
         if watch:
-            time.sleep(watch)  # real: gpiozero's blink thread toggles in real time
+            with self._paused():
+                time.sleep(watch)  # real: gpiozero's blink thread toggles in real time
         return LampReading(bool(pin.state), bool(_changes_since(pin, marker)))
 
     def observed_pattern(self) -> LedPattern | None:
@@ -149,7 +151,8 @@ class SimControls:
         colours = ("red", "green", "amber")
         pins = [self.pin(getattr(self.led_pins, c)) for c in colours]
         markers = [pin.states[-1] for pin in pins]
-        time.sleep(sum(self._blink.slow) * 1.5)  # real: the blink thread runs in real time
+        with self._paused():
+            time.sleep(sum(self._blink.slow) * 1.5)  # real: the blink thread runs in real time
         lamps = tuple(
             _classify(bool(pin.state), _changes_since(pin, marker), self._blink)
             for pin, marker in zip(pins, markers, strict=True)
