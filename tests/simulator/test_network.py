@@ -227,3 +227,24 @@ async def test_proxy_black_hole_on_an_open_connection_swallows_what_follows() ->
             await asyncio.wait_for(reader.read(1), 0.3)
         writer.close()
     assert link.active == 0  # the radio is idle again: nothing counted twice or left over
+
+
+def test_proxy_on_the_scaled_virtual_loop_delays_in_device_time() -> None:
+    """Real sockets work on scaled time; latency is virtual seconds (1 s at 20x: 50 ms)."""
+
+    async def main() -> tuple[float, bytes]:
+        server = await _echo_server()
+        link = Link(History(lambda: 0.0))
+        link.inject_latency(1.0)
+        port = server.sockets[0].getsockname()[1]
+        async with server, FaultProxy(link, "127.0.0.1", port) as proxy:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            got = await _roundtrip(proxy.port, b"scaled")
+            return loop.time() - started, got
+
+    real = time.perf_counter()
+    virtual, got = run(main(), speed=20)
+    assert got == b"scaled"
+    assert virtual >= 2.0  # there and back
+    assert time.perf_counter() - real < 2.0
