@@ -4,12 +4,15 @@ A journal file is a CBOR sequence of byte strings, each holding one encoded sign
 appended and fsynced one at a time. After a power loss the last append may be incomplete
 or garbled. The torn tail starts at the first item that is incomplete, is not a byte
 string, or does not hold a well-formed record envelope, and runs to the end of the file.
+A whole envelope that names an algorithm other than EdDSA is not torn: it is yielded, and
+the record parser reports the algorithm.
 It is never truncated away: the next boot's recovery record names it as
 ``<journal path>@<offset>`` with its length and SHA-256.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,7 +20,7 @@ from typing import IO
 
 from protocol import cose
 from protocol.cbor import MAX_OBJECT_BYTES, TruncatedItemError, _head_length
-from protocol.errors import DecodeError
+from protocol.errors import AlgorithmError, DecodeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +70,9 @@ class JournalScan:
                 body = stream.read(length)
                 if len(body) != length:
                     raise TruncatedItemError(len(body))
-                cose.decode(body, cose.ContentType.RECORD)
+                # Whole, but under a forbidden algorithm: whoever parses it reports that.
+                with contextlib.suppress(AlgorithmError):
+                    cose.decode(body, cose.ContentType.RECORD)
             except DecodeError:
                 self._tail(offset, first_b + head.data + body)
                 return
