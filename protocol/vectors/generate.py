@@ -231,7 +231,7 @@ def cbor_vectors() -> dict[str, Any]:
     ]
     return {
         "valid": [
-            {"name": name, "diag": diag(value), "hex": cbor.encode(value).hex()}
+            {"name": name, "diag": diag_of(cbor.encode(value)), "hex": cbor.encode(value).hex()}
             for name, value in samples
         ],
         "invalid": [{"name": n, "hex": h, "why": w} for n, h, w in invalid],
