@@ -1,304 +1,392 @@
-"""Fleet state and health (R-DEV-1, R-REC-5): what each device last said, and the alerts.
+"""Fleet state and alerts: what each device last said about its health, and what needs a look.
 
-Telemetry, status and events (from :mod:`server.mqtt`) and uploads update one
-:class:`models.FleetState` row per device. Thresholds raise alerts and clear them when the
-reading is back to normal. A watch task runs every :data:`WATCH_PERIOD` seconds: devices
-silent for too long, and media of a past recording day still not on the server after the
-same-day deadline.
+The :class:`FleetMonitor` takes signed announcements that the MQTT consumer has already
+checked (signature, duplicates) and keeps one ``fleet_state`` row per device: battery,
+storage, clock offset, backlog, recording, online, last seen (R-DEV-1). Readings over a
+threshold raise an alert keyed by its condition (one row however often it repeats) and
+clear it when the reading recovers. A periodic :meth:`FleetMonitor.check` finds silent
+devices and devices that still had evidence to upload when their upload deadline passed
+(R-REC-5).
+
+Alerts raised from the signed chain itself (gaps inside incidents, refused deletions,
+late uploads) come from :mod:`server.coverage`; forks and uploads after revocation from
+:mod:`server.ingest`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from protocol.events import Event, EventKind
 from server import models
 from server.alerts import AlertKind, Severity, clear_alert, raise_alert
-from server.coverage import US, CoverageRules, day_start
-from server.db import Database
+from server.metrics import DeviceGauges, Metrics
 from server.schemas import AlertInfo, AlertList, DeviceHealth, FleetHealth
+from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]
-WATCH_PERIOD = 15.0
-_INT_FIELDS = {
-    "storage_free": "storage_free",
-    "storage_total": "storage_total",
-    "clock_offset_us": "clock_offset_us",
-    "backlog_records": "backlog_records",
-    "backlog_bytes": "backlog_bytes",
-    "battery_permille": "battery_permille",
-}
-_BOOL_FIELDS = {"charging": "charging", "recording": "recording", "clock_synced": None}
+#: How often the periodic checks run (seconds).
+CHECK_INTERVAL = 15.0
+MAX_ALERTS = 1000
+US = 1_000_000
 
 
-class Fleet:
-    """Per-device health, the thresholds that raise alerts, and the fleet view."""
+def _int(body: Mapping[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    return value if type(value) is int else None
 
-    def __init__(
-        self,
-        db: Database,
-        clock: Clock,
-        *,
-        battery_low_permille: int,
-        storage_low_bytes: int,
-        clock_offset_max_us: int,
-        silent_after_us: int,
-        rules: CoverageRules,
-    ) -> None:
-        self.db = db
+
+def _bool(body: Mapping[str, Any], key: str) -> bool | None:
+    value = body.get(key)
+    return value if isinstance(value, bool) else None
+
+
+class FleetMonitor:
+    """Keeps the fleet state and raises and clears the health alerts."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, clock: Clock) -> None:
+        self.settings = settings
+        self.metrics = metrics
         self.clock = clock
-        self.battery_low = battery_low_permille
-        self.storage_low = storage_low_bytes
-        self.clock_max = clock_offset_max_us
-        self.silent_after = silent_after_us
-        self.rules = rules
 
-    async def _state(self, device: str) -> models.FleetState:
-        state, _ = await models.FleetState.get_or_create(device=device)
-        return state
+    # ------------------------------------------------------------------ thresholds
+    def upload_deadline(self, t: int) -> int:
+        """When evidence recorded at ``t`` (µs) must be on the server (µs)."""
+        local = datetime.fromtimestamp(t / US, ZoneInfo(self.settings.timezone))
+        midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        return int(midnight.timestamp() * US) + int(self.settings.upload_deadline_hours * 3600 * US)
 
-    async def seen(self, device: str, *, upload: bool = False) -> None:
-        """The device talked to the server (an upload or any message)."""
-        now = self.clock()
-        state = await self._state(device)
-        state.last_seen = now
-        fields = ["last_seen"]
-        if upload:
-            state.last_upload = now
-            fields.append("last_upload")
-        await state.save(update_fields=fields)
-        await clear_alert(f"silent:{device}", now)
-
+    # ------------------------------------------------------------------ announcements
     async def event(self, event: Event) -> None:
-        """Apply a checked, first-seen announcement."""
+        """Take one checked, de-duplicated announcement."""
         now = self.clock()
-        state = await self._state(event.device)
-        state.last_seen = now
-        if event.kind is EventKind.TELEMETRY:
-            self._telemetry(state, event.body)
-            state.online = True
-        elif event.kind is EventKind.STATUS:
-            state.online = event.body.get("state") != "offline"
-        elif event.kind is EventKind.RECORDING_STARTED:
+        device = event.device
+        state, _ = await models.FleetState.get_or_create(device=device)
+        state.last_seen = max(int(state.last_seen or 0), now)
+        body = event.body
+        kind = event.kind
+        state.online = kind is not EventKind.STATUS or body.get("state") != "offline"
+        if kind is EventKind.TELEMETRY:
+            self._telemetry(state, body)
+        elif kind is EventKind.RECORDING_STARTED:
             state.recording = True
-        elif event.kind is EventKind.RECORDING_STOPPED:
+        elif kind is EventKind.RECORDING_STOPPED:
             state.recording = False
         await state.save()
-        await clear_alert(f"silent:{event.device}", now)
-        await self._thresholds(state)
-        await self._event_alerts(event)
+        await clear_alert(f"silent:{device}", now)
+        if kind is EventKind.TELEMETRY:
+            await self._telemetry_alerts(state, now)
+        else:
+            await self._event_alerts(event, now)
 
-    @staticmethod
-    def _telemetry(state: models.FleetState, body: Mapping[str, Any]) -> None:
-        for key, attr in _INT_FIELDS.items():
-            value = body.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                setattr(state, attr, value)
-        for key, flag in _BOOL_FIELDS.items():
-            value = body.get(key)
-            if flag is not None and isinstance(value, bool | int):
-                setattr(state, flag, bool(value))
-
-    async def _thresholds(self, state: models.FleetState) -> None:
-        device, now = state.device, self.clock()
-        checks: list[tuple[str, AlertKind, bool, str]] = []
-        if state.battery_permille is not None:
-            checks.append(
-                (
-                    f"battery:{device}",
-                    AlertKind.LOW_BATTERY,
-                    state.battery_permille < self.battery_low and not state.charging,
-                    f"{device} battery at {state.battery_permille / 10:.0f} %",
-                )
-            )
-        if state.storage_free is not None:
-            checks.append(
-                (
-                    f"storage:{device}",
-                    AlertKind.LOW_STORAGE,
-                    state.storage_free < self.storage_low,
-                    f"{device} has {state.storage_free / 2**20:.0f} MiB of storage left",
-                )
-            )
-        if state.clock_offset_us is not None:
-            checks.append(
-                (
-                    f"clock:{device}",
-                    AlertKind.CLOCK_OFFSET,
-                    abs(state.clock_offset_us) > self.clock_max,
-                    f"{device} clock is off by {state.clock_offset_us / US:+.2f} s",
-                )
-            )
-        for key, kind, bad, message in checks:
-            if bad:
-                await raise_alert(key, kind, Severity.WARNING, message, now, device)
-            else:
-                await clear_alert(key, now)
-
-    async def _event_alerts(self, event: Event) -> None:
-        kinds = {
-            EventKind.DELETION_REFUSED: AlertKind.DELETION_REFUSED,
-            EventKind.STORAGE_FULL: AlertKind.STORAGE_FULL,
-            EventKind.CLOCK_FAULT: AlertKind.CLOCK_FAULT,
-            EventKind.MEDIA_FAILING: AlertKind.MEDIA_FAILING,
-        }
-        kind = kinds.get(event.kind)
-        if event.kind is EventKind.SELF_CHECK and event.body.get("passed") is False:
-            kind = AlertKind.SELF_CHECK_FAILED
-        if kind is None:
-            return
-        seq = event.body.get("seq")
-        key = f"{kind.value}:{event.device}:" + (
-            str(seq) if isinstance(seq, int) else f"{event.boot.hex()}:{event.n}"
-        )
-        await raise_alert(
-            key,
-            kind,
-            Severity.WARNING,
-            f"{event.device} announced {event.kind.value}: "
-            + ", ".join(f"{k}={v}" for k, v in sorted(event.body.items()))[:600],
-            self.clock(),
-            event.device,
-            seq if isinstance(seq, int) else None,
-        )
-
-    # ------------------------------------------------------------------ watch
-    async def watch(self) -> None:
-        """Forever: look for silent devices and missed same-day uploads."""
-        while True:
-            try:
-                await self.check_silent()
-                await self.check_missing_uploads()
-            except Exception:  # one failed pass must not end the watch
-                log.exception("fleet watch pass failed")
-            await asyncio.sleep(WATCH_PERIOD)
-
-    async def check_silent(self) -> int:
-        """Alert devices not heard from within the silence limit; return how many."""
+    async def seen(self, device: str, *, upload: bool = False) -> None:
+        """The device talked to the server over HTTP (an upload, when ``upload``)."""
         now = self.clock()
-        silent = await models.FleetState.filter(
-            last_seen__lt=now - self.silent_after, last_seen__isnull=False
-        )
-        for state in silent:
-            revoked = await models.Device.filter(id=state.device, revoked__isnull=False).exists()
-            if revoked:
-                continue
-            assert state.last_seen is not None
-            await raise_alert(
-                f"silent:{state.device}",
-                AlertKind.SILENT,
-                Severity.WARNING,
-                f"{state.device} silent for {(now - state.last_seen) / US:.0f} s",
-                now,
-                state.device,
-            )
-        return len(silent)
+        state, _ = await models.FleetState.get_or_create(device=device)
+        state.last_seen = max(int(state.last_seen or 0), now)
+        if upload:
+            state.last_upload = now
+        await state.save(update_fields=["last_seen", "last_upload"])
+        await clear_alert(f"silent:{device}", now)
 
-    async def check_missing_uploads(self) -> int:
-        """Alert media of past days not on the server after the deadline (R-REC-5)."""
-        now = self.clock()
-        # Anything recorded before this instant is past its deadline.
-        cutoff = day_start(now - self.rules.upload_deadline, self.rules.timezone)
-        sql = (
-            "SELECT r.device AS device, MIN(r.t0) AS t0, COUNT(*) AS n FROM record r "
-            "LEFT JOIN media m ON m.device = r.device AND m.seq = r.seq "
-            "WHERE r.media_hash IS NOT NULL AND m.id IS NULL AND r.t0 < "
-            + ("?" if self.db.dialect == "sqlite" else "$1")
-            + " GROUP BY r.device"
-        )
-        rows = await self.db.connection().execute_query_dict(sql, [cutoff])
-        for row in rows:
-            device = str(row["device"])
-            day = dt.datetime.fromtimestamp(int(row["t0"]) / US, self.rules.timezone).date()
+    async def _event_alerts(self, event: Event, now: int) -> None:
+        device, body, kind = event.device, event.body, event.kind
+        if kind is EventKind.DELETION_REFUSED:
             await raise_alert(
-                f"missing-upload:{device}:{day.isoformat()}",
-                AlertKind.MISSING_UPLOAD,
+                f"deletion_refused:{device}:{event.boot.hex()}:{event.n}",
+                AlertKind.DELETION_REFUSED,
                 Severity.WARNING,
-                f"{device}: {row['n']} media file(s) recorded on or after {day.isoformat()} "
-                "are not on the server after the same-day deadline (R-REC-5)",
+                f"{device} refused to delete {str(body.get('target', '?'))[:200]!r} "
+                f"(asked through {str(body.get('interface', '?'))[:32]})",
                 now,
                 device,
             )
-        return len(rows)
+        elif kind is EventKind.STORAGE_FULL:
+            await raise_alert(
+                f"storage_full:{device}",
+                AlertKind.STORAGE_FULL,
+                Severity.CRITICAL,
+                f"{device} announced that its storage is full",
+                now,
+                device,
+            )
+        elif kind is EventKind.CLOCK_FAULT:
+            await raise_alert(
+                f"clock_fault:{device}",
+                AlertKind.CLOCK_FAULT,
+                Severity.WARNING,
+                f"{device} announced a clock fault ({dict(body)})"[:1000],
+                now,
+                device,
+            )
+        elif kind is EventKind.MEDIA_FAILING:
+            await raise_alert(
+                f"media_failing:{device}",
+                AlertKind.MEDIA_FAILING,
+                Severity.CRITICAL,
+                f"{device} announced that its storage medium is failing",
+                now,
+                device,
+            )
+        elif kind is EventKind.SELF_CHECK:
+            key = f"self_check:{device}"
+            if body.get("passed") is False:
+                await raise_alert(
+                    key,
+                    AlertKind.SELF_CHECK_FAILED,
+                    Severity.WARNING,
+                    f"{device} failed its pre-shift self-check",
+                    now,
+                    device,
+                )
+            elif body.get("passed") is True:
+                await clear_alert(key, now)
+
+    def _telemetry(self, state: models.FleetState, body: Mapping[str, Any]) -> None:
+        permille = _int(body, "battery_permille")
+        if permille is not None:
+            state.battery_permille = max(0, min(permille, 1000))
+        for name, value in (
+            ("charging", _bool(body, "charging")),
+            ("recording", _bool(body, "recording")),
+            ("storage_free", _int(body, "storage_free")),
+            ("storage_total", _int(body, "storage_total")),
+            ("clock_offset_us", _int(body, "clock_offset_us")),
+            ("backlog_records", _int(body, "backlog_records")),
+            ("backlog_bytes", _int(body, "backlog_bytes")),
+        ):
+            if value is not None:
+                setattr(state, name, value)
+
+    async def _telemetry_alerts(self, state: models.FleetState, now: int) -> None:
+        device = str(state.device)
+        s = self.settings
+        battery = state.battery_permille
+        key = f"battery:{device}"
+        if battery is not None and battery < s.battery_low_percent * 10 and not state.charging:
+            await raise_alert(
+                key,
+                AlertKind.LOW_BATTERY,
+                Severity.WARNING,
+                f"{device} battery at {battery / 10:.0f}%",
+                now,
+                device,
+            )
+        elif battery is not None:
+            await clear_alert(key, now)
+        free = state.storage_free
+        key = f"storage:{device}"
+        if free is not None and free < s.storage_low_bytes:
+            await raise_alert(
+                key,
+                AlertKind.LOW_STORAGE,
+                Severity.WARNING,
+                f"{device} has {free / 1e6:.0f} MB of storage left",
+                now,
+                device,
+            )
+        elif free is not None:
+            await clear_alert(key, now)
+            await clear_alert(f"storage_full:{device}", now)
+        offset = state.clock_offset_us
+        key = f"clock:{device}"
+        if offset is not None and abs(offset) > s.clock_offset_max_seconds * US:
+            await raise_alert(
+                key,
+                AlertKind.CLOCK_OFFSET,
+                Severity.WARNING,
+                f"{device} clock is off by {offset / US:+.3f} s "
+                f"(threshold {s.clock_offset_max_seconds} s)",
+                now,
+                device,
+            )
+        elif offset is not None:
+            await clear_alert(key, now)
+
+    # ------------------------------------------------------------------ periodic
+    async def check(self) -> None:
+        """Silent devices, and evidence still on a device when its upload deadline passed."""
+        now = self.clock()
+        silent_after = int(self.settings.silent_after_seconds * US)
+        states = {str(s.device): s for s in await models.FleetState.all()}
+        for device in await models.Device.filter(revoked__isnull=True):
+            name = str(device.id)
+            state = states.get(name)
+            seen = max(
+                int(device.enrolled),
+                int(state.last_seen or 0) if state else 0,
+                int(state.last_upload or 0) if state else 0,
+            )
+            key = f"silent:{name}"
+            if now - seen > silent_after:
+                await raise_alert(
+                    key,
+                    AlertKind.SILENT,
+                    Severity.WARNING,
+                    f"nothing heard from {name} for {(now - seen) / US:.0f} s",
+                    now,
+                    name,
+                )
+            else:
+                await clear_alert(key, now)
+            if state is not None:
+                await self._backlog_at_deadline(name, state, now)
+
+    async def _backlog_at_deadline(self, name: str, state: models.FleetState, now: int) -> None:
+        """The device reported evidence still to upload after the last deadline passed."""
+        backlog = int(state.backlog_records or 0) + int(state.backlog_bytes or 0)
+        if backlog <= 0 or state.last_seen is None:
+            return
+        # The last deadline that has passed: today's if past it, else yesterday's.
+        deadline = self.upload_deadline(now)
+        if deadline > now:
+            deadline = self.upload_deadline(now - 86_400 * US)
+        if int(state.last_seen) >= deadline and int(state.last_upload or 0) < deadline:
+            day = datetime.fromtimestamp(deadline / US, UTC).date().isoformat()
+            await raise_alert(
+                f"missing_upload:{name}:{day}",
+                AlertKind.MISSING_UPLOAD,
+                Severity.WARNING,
+                f"{name} still held {state.backlog_records or 0} record(s) and "
+                f"{state.backlog_bytes or 0} media file(s) to upload after the "
+                "upload deadline (R-REC-5)",
+                now,
+                name,
+            )
+
+    async def run(self, interval: float = CHECK_INTERVAL) -> None:
+        """Run :meth:`check` every ``interval`` seconds (the caller activates the database)."""
+        while True:
+            try:
+                await self.check()
+            except Exception:  # one failed pass must not end the checks: log and go on
+                log.exception("fleet check failed")
+            await asyncio.sleep(interval)
 
     # ------------------------------------------------------------------ views
-    async def health(self) -> FleetHealth:
-        """Every device with its newest readings and its open alerts."""
-        devices = await models.Device.all().order_by("id")
-        states = {s.device: s for s in await models.FleetState.all()}
-        open_alerts = await models.Alert.filter(cleared__isnull=True).values_list(
-            "device", flat=True
-        )
-        counts: dict[str | None, int] = {}
-        for device in open_alerts:
-            counts[device] = counts.get(device, 0) + 1  # type: ignore[index]
-        custody = {}
-        for row in await models.Custody.all().order_by("id"):
-            custody[row.device] = row.officer if row.action == "check_out" else None
-        out = []
-        for device in devices:
-            state = states.get(device.id)
-            out.append(
-                DeviceHealth(
-                    device=device.id,
-                    online=bool(state and state.online),
-                    last_seen=state.last_seen if state else None,
-                    battery_percent=(
-                        state.battery_permille / 10
-                        if state and state.battery_permille is not None
-                        else None
-                    ),
-                    charging=state.charging if state else None,
-                    storage_free=state.storage_free if state else None,
-                    storage_total=state.storage_total if state else None,
-                    clock_offset_seconds=(
-                        state.clock_offset_us / US
-                        if state and state.clock_offset_us is not None
-                        else None
-                    ),
-                    backlog_records=state.backlog_records if state else None,
-                    backlog_bytes=state.backlog_bytes if state else None,
-                    recording=state.recording if state else None,
-                    last_upload=state.last_upload if state else None,
-                    next_seq=device.next_seq,
-                    revoked=device.revoked is not None,
-                    custodian=custody.get(device.id),
-                    open_alerts=counts.get(device.id, 0),
-                )
-            )
-        return FleetHealth(time=self.clock(), devices=out, open_alerts=len(open_alerts))
+    async def device_health(self, device: str) -> DeviceHealth | None:
+        """The fleet view of one device, or None if it is not enrolled."""
+        row = await models.Device.get_or_none(id=device)
+        if row is None:
+            return None
+        state = await models.FleetState.get_or_none(device=device)
+        custodians = await _custodians([device])
+        alerts = await models.Alert.filter(device=device, cleared__isnull=True).count()
+        return _health(row, state, custodians.get(device), alerts)
 
-    @staticmethod
+    async def health(self) -> FleetHealth:
+        """The fleet view of every device."""
+        rows = await models.Device.all().order_by("id")
+        states = {str(s.device): s for s in await models.FleetState.all()}
+        custodians = await _custodians([str(r.id) for r in rows])
+        open_alerts: dict[str, int] = {}
+        total = 0
+        for device in await models.Alert.filter(cleared__isnull=True).values_list(
+            "device", flat=True
+        ):
+            total += 1
+            if device is not None:
+                open_alerts[str(device)] = open_alerts.get(str(device), 0) + 1
+        devices = [
+            _health(
+                r, states.get(str(r.id)), custodians.get(str(r.id)), open_alerts.get(str(r.id), 0)
+            )
+            for r in rows
+        ]
+        return FleetHealth(time=self.clock(), devices=devices, open_alerts=total)
+
     async def alerts(
-        device: str | None = None, open_only: bool = True, limit: int = 500
+        self, device: str | None = None, active: bool = True, limit: int = 100
     ) -> AlertList:
         """Alerts, newest first."""
         query = models.Alert.all()
         if device is not None:
             query = query.filter(device=device)
-        if open_only:
+        if active:
             query = query.filter(cleared__isnull=True)
-        rows = await query.order_by("-time", "-id").limit(limit)
+        rows = await query.order_by("-time", "-id").limit(max(1, min(limit, MAX_ALERTS)))
         return AlertList(
             alerts=[
                 AlertInfo(
-                    id=r.id,
-                    key=r.key,
-                    device=r.device,
-                    kind=r.kind,
-                    severity=r.severity,
-                    message=r.message,
-                    time=r.time,
-                    seq_from=r.seq_from,
-                    seq_to=r.seq_to,
-                    cleared=r.cleared,
+                    id=int(a.id),
+                    key=str(a.key),
+                    device=a.device,
+                    kind=str(a.kind),
+                    severity=str(a.severity),
+                    message=str(a.message),
+                    time=int(a.time),
+                    seq_from=a.seq_from,
+                    seq_to=a.seq_to,
+                    cleared=a.cleared,
                 )
-                for r in rows
+                for a in rows
             ]
         )
+
+    async def refresh_metrics(self) -> None:
+        """Set the per-device gauges from the fleet state (called before each scrape)."""
+        devices = [str(d) for d in await models.Device.all().values_list("id", flat=True)]
+        states = {str(s.device): s for s in await models.FleetState.all()}
+        gauges = []
+        for name in devices:
+            s = states.get(name)
+            if s is None:
+                gauges.append(DeviceGauges(name, None, None, None, None, None, None, False))
+                continue
+            seen = max(int(s.last_seen or 0), int(s.last_upload or 0))
+            gauges.append(
+                DeviceGauges(
+                    name,
+                    s.battery_permille / 10 if s.battery_permille is not None else None,
+                    s.storage_free,
+                    s.clock_offset_us / US if s.clock_offset_us is not None else None,
+                    s.backlog_records,
+                    s.backlog_bytes,
+                    seen / US if seen else None,
+                    bool(s.online),
+                )
+            )
+        self.metrics.set_devices(gauges)
+
+
+async def _custodians(devices: list[str]) -> dict[str, str | None]:
+    """The officer each device is checked out to now (None if checked in)."""
+    found: dict[str, str | None] = {}
+    if not devices:
+        return found
+    for row in await models.Custody.filter(device__in=devices).order_by("id"):
+        found[str(row.device)] = str(row.officer) if row.action == "check_out" else None
+    return found
+
+
+def _health(
+    row: models.Device, state: models.FleetState | None, custodian: str | None, alerts: int
+) -> DeviceHealth:
+    s = state
+    return DeviceHealth(
+        device=str(row.id),
+        online=bool(s.online) if s else False,
+        last_seen=s.last_seen if s else None,
+        battery_percent=s.battery_permille / 10 if s and s.battery_permille is not None else None,
+        charging=s.charging if s else None,
+        storage_free=s.storage_free if s else None,
+        storage_total=s.storage_total if s else None,
+        clock_offset_seconds=(
+            s.clock_offset_us / US if s and s.clock_offset_us is not None else None
+        ),
+        backlog_records=s.backlog_records if s else None,
+        backlog_bytes=s.backlog_bytes if s else None,
+        recording=s.recording if s else None,
+        last_upload=s.last_upload if s else None,
+        next_seq=int(row.next_seq),
+        revoked=row.revoked is not None,
+        custodian=custodian,
+        open_alerts=alerts,
+    )

@@ -6,7 +6,8 @@ that several server replicas split the messages between them. Each payload is a
 :class:`protocol.events.Event` signed by the device key; it is accepted only if the
 device in the payload is the device in the topic and the signature verifies against
 that device's enrolled key. Duplicates and replays are dropped by ``(device, boot, n)``,
-which the ``event`` table holds unique. Accepted events go to :class:`FleetMonitor`.
+which the ``event`` table holds unique. Accepted events go to an :class:`EventSink`
+(the fleet state, :class:`server.fleet.Fleet`).
 
 The session is persistent (clean session off, a stable client id per replica), so
 announcements published while the server was down reach it when it reconnects.
@@ -20,9 +21,9 @@ import logging
 import random
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiomqtt
@@ -34,7 +35,6 @@ from protocol.events import Event, EventKind
 from protocol.keys import key_id
 from server import models
 from server.alerts import AlertKind, Severity, raise_alert
-from server.fleet import Clock, FleetMonitor
 from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,17 @@ log = logging.getLogger(__name__)
 QUEUE_MESSAGES = 10_000
 CHANNELS = (topics.Channel.STATUS, topics.Channel.EVENTS, topics.Channel.TELEMETRY)
 MAX_BACKOFF = 60.0
+
+
+Clock = Callable[[], int]
+
+
+class EventSink(Protocol):
+    """Where checked, first-seen announcements go (the fleet state)."""
+
+    async def event(self, event: Event) -> None:
+        """Apply one announcement."""
+        ...
 
 
 class Outcome(StrEnum):
@@ -81,7 +92,7 @@ class EventConsumer:
         self,
         url: str,
         group: str,
-        monitor: FleetMonitor,
+        sink: EventSink,
         metrics: Metrics,
         clock: Clock,
         *,
@@ -89,7 +100,7 @@ class EventConsumer:
     ) -> None:
         self.url = url
         self.group = group
-        self.monitor = monitor
+        self.sink = sink
         self.metrics = metrics
         self.clock = clock
         self.client_id = client_id or f"{group}-{socket.gethostname()}"[:64]
@@ -202,7 +213,7 @@ class EventConsumer:
             )
         except IntegrityError:
             return self._drop(Outcome.DUPLICATE, topic, f"n={event.n} seen before")
-        await self.monitor.event(event)
+        await self.sink.event(event)
         self.counts[Outcome.ACCEPTED] += 1
         self.metrics.event_received(event.device)
         return Outcome.ACCEPTED

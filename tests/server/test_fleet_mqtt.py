@@ -1,0 +1,353 @@
+"""Fleet state, health alerts, metrics and the MQTT consumer, on SQLite and PostgreSQL.
+
+Announcements are real: signed by a device key with the protocol's own code. The consumer
+test runs against the Mosquitto on 127.0.0.1:1883 (skipped when none answers), with a
+shared-subscription group and device ids of its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from protocol import topics
+from protocol.certs import Certificate, KeyKind
+from protocol.events import Event, EventKind
+from protocol.keys import SoftwareSigner
+from server import models
+from server.coverage import CoverageRules
+from server.db import Database
+from server.fleet import Fleet
+from server.metrics import DeviceGauges, Metrics
+from server.mqtt import EventConsumer, Outcome
+
+PG_ADMIN = "postgres://postgres@127.0.0.1:5432/test"
+BOOT = bytes(range(16))
+NOW = 1_790_000_000_000_000
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A uniquely named PostgreSQL database for this test session, dropped at the end."""
+    if not _answers("127.0.0.1", 5432):
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    import asyncpg
+
+    name = f"unbroken_fleet_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(PG_ADMIN)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgres://postgres@127.0.0.1:5432/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path}/fleet.db"
+    return str(request.getfixturevalue("pg_database"))
+
+
+TABLES = ("alert", "event", "fleet_state", "device", "custody")
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
+    await database.open()
+    try:
+        with database.active():
+            conn = database.connection()
+            for table in TABLES:  # the PostgreSQL database is shared by the session
+                await conn.execute_script(f'DELETE FROM "{table}"')
+            yield database
+    finally:
+        await database.close()
+
+
+class Clock:
+    """Server time under the test's control (µs)."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> int:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+SILENT_US = 300_000_000
+DAY_US = 86_400_000_000
+
+
+@pytest.fixture
+def fleet(db: Database, clock: Clock) -> Fleet:
+    return Fleet(
+        db,
+        clock,
+        battery_low_permille=200,
+        storage_low_bytes=1 << 30,
+        clock_offset_max_us=2_000_000,
+        silent_after_us=SILENT_US,
+        rules=CoverageRules(2_000_000, DAY_US, ZoneInfo("UTC")),
+    )
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+def consumer(fleet: Fleet, metrics: Metrics, clock: Clock) -> EventConsumer:
+    return EventConsumer("mqtt://127.0.0.1:1", "g", fleet, metrics, clock)
+
+
+async def enrol(device: str, clock: Clock) -> SoftwareSigner:
+    """A device row as enrolment leaves it (the key certified by a throwaway root)."""
+    signer = SoftwareSigner.generate()
+    root = SoftwareSigner.generate()
+    cert = Certificate.issue(root, KeyKind.DEVICE, device, signer.public_key, clock.now)
+    await models.Device.create(
+        id=device,
+        public_key=signer.public_key,
+        cert=cert,
+        enrolled=clock.now,
+        token_hash=uuid.uuid4().hex,
+    )
+    return signer
+
+
+def telemetry(device: str, n: int, **body: int | bool) -> Event:
+    return Event(device, BOOT, n, EventKind.TELEMETRY, NOW, body)
+
+
+def topic_of(event: Event) -> str:
+    channel = {
+        EventKind.TELEMETRY: topics.Channel.TELEMETRY,
+        EventKind.STATUS: topics.Channel.STATUS,
+    }.get(event.kind, topics.Channel.EVENTS)
+    return topics.topic(event.device, channel)
+
+
+async def open_alerts(device: str) -> set[str]:
+    rows = await models.Alert.filter(device=device, cleared__isnull=True)
+    return {str(r.kind) for r in rows}
+
+
+async def test_telemetry_sets_state_raises_and_clears_alerts(
+    db: Database, consumer: EventConsumer, fleet: Fleet, clock: Clock
+) -> None:
+    signer = await enrol("cam-1", clock)
+    low = telemetry(
+        "cam-1",
+        0,
+        battery_permille=120,
+        charging=False,
+        storage_free=10_000_000,
+        storage_total=32_000_000_000,
+        clock_offset_us=3_500_000,
+        backlog_records=4,
+        backlog_bytes=2,
+        recording=True,
+    )
+    assert await consumer.handle(topic_of(low), low.sign(signer)) is Outcome.ACCEPTED
+    state = await models.FleetState.get(device="cam-1")
+    assert (state.battery_permille, state.storage_free, state.clock_offset_us) == (
+        120,
+        10_000_000,
+        3_500_000,
+    )
+    assert state.online
+    assert await open_alerts("cam-1") == {"low_battery", "low_storage", "clock_offset"}
+
+    good = telemetry(
+        "cam-1", 1, battery_permille=900, storage_free=20_000_000_000, clock_offset_us=1000
+    )
+    assert await consumer.handle(topic_of(good), good.sign(signer)) is Outcome.ACCEPTED
+    assert await open_alerts("cam-1") == set()
+    health = {d.device: d for d in (await fleet.health()).devices}["cam-1"]
+    assert health.battery_percent == 90.0
+    assert health.clock_offset_seconds == pytest.approx(0.001)
+
+
+async def test_duplicates_forgeries_and_wrong_topics_are_dropped(
+    db: Database, consumer: EventConsumer, clock: Clock
+) -> None:
+    signer = await enrol("cam-2", clock)
+    other = await enrol("cam-3", clock)
+    event = telemetry("cam-2", 7, battery_permille=500)
+    payload = event.sign(signer)
+    assert await consumer.handle(topic_of(event), payload) is Outcome.ACCEPTED
+    # The same message again (QoS 1 redelivery, or a replay): dropped by (device, boot, n).
+    assert await consumer.handle(topic_of(event), payload) is Outcome.DUPLICATE
+    # Signed by another device's key: refused, and an alert says so.
+    forged = telemetry("cam-2", 8, battery_permille=100).sign(other)
+    assert await consumer.handle(topic_of(event), forged) is Outcome.BAD_SIGNATURE
+    assert "event_rejected" in await open_alerts("cam-2")
+    # cam-3 publishing its own message on cam-2's topic.
+    mine = telemetry("cam-3", 1, battery_permille=100)
+    assert await consumer.handle(topic_of(event), mine.sign(other)) is Outcome.WRONG_DEVICE
+    # Unknown devices, garbage, and telemetry posing as an event.
+    stranger = telemetry("cam-9", 1, battery_permille=1)
+    assert (
+        await consumer.handle(topic_of(stranger), stranger.sign(signer)) is Outcome.UNKNOWN_DEVICE
+    )
+    assert await consumer.handle(topic_of(event), b"\xa0") is Outcome.MALFORMED
+    assert await consumer.handle("unbroken/v1/other", payload) is Outcome.MALFORMED
+    misplaced = topics.topic("cam-2", topics.Channel.EVENTS)
+    assert await consumer.handle(misplaced, payload) is Outcome.MALFORMED
+    state = await models.FleetState.get(device="cam-2")
+    assert state.battery_permille == 500
+    assert await models.Event.filter(device="cam-2").count() == 1
+    assert consumer.counts[Outcome.DUPLICATE] == 1
+
+
+async def test_revoked_device_announcements_are_dropped_and_flagged(
+    db: Database, consumer: EventConsumer, clock: Clock
+) -> None:
+    signer = await enrol("cam-4", clock)
+    await models.Device.filter(id="cam-4").update(revoked=clock.now, revoked_reason="lost")
+    event = telemetry("cam-4", 0, battery_permille=800)
+    assert await consumer.handle(topic_of(event), event.sign(signer)) is Outcome.REVOKED
+    assert "revoked_upload" in await open_alerts("cam-4")
+    assert not await models.FleetState.filter(device="cam-4").exists()
+
+
+async def test_events_raise_alerts(db: Database, consumer: EventConsumer, clock: Clock) -> None:
+    signer = await enrol("cam-5", clock)
+    events = [
+        Event(
+            "cam-5", BOOT, 1, EventKind.DELETION_REFUSED, NOW, {"interface": "api", "target": "x"}
+        ),
+        Event("cam-5", BOOT, 2, EventKind.MEDIA_FAILING, NOW, {}),
+        Event("cam-5", BOOT, 3, EventKind.RECORDING_STARTED, NOW, {"officer": "o-1"}),
+    ]
+    for event in events:
+        assert await consumer.handle(topic_of(event), event.sign(signer)) is Outcome.ACCEPTED
+    assert {"deletion_refused", "media_failing"} <= await open_alerts("cam-5")
+    state = await models.FleetState.get(device="cam-5")
+    assert state.recording is True
+
+
+async def test_silent_device(
+    db: Database, consumer: EventConsumer, fleet: Fleet, clock: Clock
+) -> None:
+    signer = await enrol("cam-6", clock)
+    event = telemetry("cam-6", 0, battery_permille=800)
+    await consumer.handle(topic_of(event), event.sign(signer))
+    await fleet.check_silent()
+    assert "silent" not in await open_alerts("cam-6")
+    clock.now += SILENT_US + 1
+    await fleet.check_silent()
+    assert "silent" in await open_alerts("cam-6")
+    later = telemetry("cam-6", 1, battery_permille=790)
+    await consumer.handle(topic_of(later), later.sign(signer))
+    assert "silent" not in await open_alerts("cam-6")
+
+
+async def test_metrics_per_device_gauges_and_counters(
+    db: Database, consumer: EventConsumer, metrics: Metrics, clock: Clock
+) -> None:
+    signers = {d: await enrol(d, clock) for d in ("cam-a", "cam-b")}
+    for n, (device, signer) in enumerate(signers.items()):
+        event = telemetry(
+            device,
+            n,
+            battery_permille=550 + n,
+            storage_free=5_000_000_000,
+            clock_offset_us=-250_000,
+            backlog_records=n,
+        )
+        await consumer.handle(topic_of(event), event.sign(signer))
+    metrics.segment_verified("cam-a", 3)
+    metrics.segment_rejected("cam-b")
+    metrics.set_devices(
+        DeviceGauges(
+            str(s.device),
+            s.battery_permille / 10 if s.battery_permille is not None else None,
+            s.storage_free,
+            s.clock_offset_us / 1e6 if s.clock_offset_us is not None else None,
+            s.backlog_records,
+            s.backlog_bytes,
+            (s.last_seen or 0) / 1e6,
+            bool(s.online),
+        )
+        for s in await models.FleetState.all()
+    )
+    text = metrics.render().decode()
+    assert 'unbroken_device_battery_percent{device="cam-a"} 55.0' in text
+    assert 'unbroken_device_storage_free_bytes{device="cam-b"} 5e+09' in text
+    assert 'unbroken_device_clock_offset_seconds{device="cam-b"} -0.25' in text
+    assert 'unbroken_device_backlog_records{device="cam-b"} 1.0' in text
+    assert 'unbroken_device_last_seen_timestamp_seconds{device="cam-a"} 1.79e+09' in text
+    assert 'unbroken_segments_verified_total{device="cam-a"} 3.0' in text
+    assert 'unbroken_segments_rejected_total{device="cam-b"} 1.0' in text
+    assert 'unbroken_events_received_total{device="cam-a"} 1.0' in text
+    # A device gone from the fleet disappears from the gauges.
+    metrics.set_devices([])
+    assert 'unbroken_device_battery_percent{device="cam-a"}' not in metrics.render().decode()
+
+
+@pytest.mark.network
+async def test_consumer_receives_signed_announcements_through_the_broker(
+    db: Database, fleet: Fleet, metrics: Metrics, clock: Clock
+) -> None:
+    if not _answers("127.0.0.1", 1883):
+        pytest.skip("no MQTT broker on 127.0.0.1:1883")
+    import aiomqtt
+
+    device = f"cam-{uuid.uuid4().hex[:10]}"
+    signer = await enrol(device, clock)
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    consumer = EventConsumer("mqtt://127.0.0.1:1883", group, fleet, metrics, clock, client_id=group)
+    async with asyncio.TaskGroup() as tasks:
+        runner = tasks.create_task(consumer.run(), name="mqtt-consumer")
+        async with asyncio.timeout(10):
+            await consumer.connected.wait()
+        async with aiomqtt.Client("127.0.0.1", 1883, identifier=f"{group}-pub") as publisher:
+            for n in range(5):
+                event = telemetry(device, n, battery_permille=100 * (n + 1))
+                await publisher.publish(topic_of(event), event.sign(signer), qos=1)
+            # A duplicate and a forgery on the same topic.
+            await publisher.publish(topic_of(event), event.sign(signer), qos=1)
+            forged = telemetry(device, 99, battery_permille=1).sign(SoftwareSigner.generate())
+            await publisher.publish(topic_of(event), forged, qos=1)
+        async with asyncio.timeout(10):
+            while (
+                consumer.counts[Outcome.BAD_SIGNATURE] < 1
+                or consumer.counts[Outcome.ACCEPTED] + consumer.counts[Outcome.DUPLICATE] < 6
+            ):
+                await asyncio.sleep(0.05)
+        runner.cancel()
+    assert consumer.counts[Outcome.ACCEPTED] == 5
+    assert consumer.counts[Outcome.DUPLICATE] == 1
+    state = await models.FleetState.get(device=device)
+    assert state.battery_permille == 500
