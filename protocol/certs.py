@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from protocol import cose
-from protocol.errors import CertificateError, DecodeError
+from protocol.errors import AlgorithmError, CertificateError, DecodeError
 from protocol.hashing import fingerprint
 from protocol.keys import PUBLIC_KEY_LEN, Signer, key_id
 from protocol.wire import (
@@ -298,7 +298,11 @@ class TrustStore:
 
         Returns the session certificate and the device certificate that issued it.
         """
-        cert, msg = Certificate.parse(data)
+        try:
+            cert, msg = Certificate.parse(data)
+        except AlgorithmError as exc:
+            # A certificate under another algorithm certifies nothing.
+            raise CertificateError(f"session certificate of {device!r}: {exc}") from exc
         if cert.kind is not KeyKind.SESSION:
             raise CertificateError("expected a session certificate")
         issuer = self._by_kid.get(msg.kid)
