@@ -4,6 +4,8 @@ generator only when they decrypt to the expected bytes, which is checked here to
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import io
 import json
 import zipfile
@@ -201,6 +203,59 @@ def test_media_envelopes_decrypt_to_their_commitment() -> None:
                 env["file_len"],
                 env["commitment"],
             )
+
+
+def _rfc9180_open(env: dict[str, Any]) -> bytes:
+    """HPKE base-mode single-shot open written from RFC 9180 alone (not through our code)."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import (
+        X25519PrivateKey,
+        X25519PublicKey,
+    )
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
+
+    header, enc, ct = h(env["header"]), h(env["enc"]), h(env["ciphertext"])
+    assert header[:4] == b"UBM1"
+    kem, kdf, aead = (int.from_bytes(header[i : i + 2], "big") for i in (4, 6, 8))
+    assert (kem, kdf) == (0x0020, 0x0001)
+
+    def extract(salt: bytes, ikm: bytes) -> bytes:
+        return hmac.new(salt or bytes(32), ikm, hashlib.sha256).digest()
+
+    def expand(prk: bytes, info: bytes, length: int) -> bytes:
+        out, block, i = b"", b"", 1
+        while len(out) < length:
+            block = hmac.new(prk, block + info + bytes([i]), hashlib.sha256).digest()
+            out += block
+            i += 1
+        return out[:length]
+
+    def labeled_extract(suite: bytes, salt: bytes, label: bytes, ikm: bytes) -> bytes:
+        return extract(salt, b"HPKE-v1" + suite + label + ikm)
+
+    def labeled_expand(suite: bytes, prk: bytes, label: bytes, info: bytes, n: int) -> bytes:
+        return expand(prk, n.to_bytes(2, "big") + b"HPKE-v1" + suite + label + info, n)
+
+    sk = X25519PrivateKey.from_private_bytes(h(env["recipient_private_key"]))
+    dh = sk.exchange(X25519PublicKey.from_public_bytes(enc))
+    kem_suite = b"KEM" + kem.to_bytes(2, "big")
+    eae_prk = labeled_extract(kem_suite, b"", b"eae_prk", dh)
+    kem_context = enc + h(env["recipient_public_key"])
+    shared = labeled_expand(kem_suite, eae_prk, b"shared_secret", kem_context, 32)
+    suite = b"HPKE" + b"".join(x.to_bytes(2, "big") for x in (kem, kdf, aead))
+    psk_id_hash = labeled_extract(suite, b"", b"psk_id_hash", b"")
+    info_hash = labeled_extract(suite, b"", b"info_hash", h(env["info"]))
+    context = b"\x00" + psk_id_hash + info_hash
+    secret = labeled_extract(suite, shared, b"secret", b"")
+    nk = {0x0001: 16, 0x0003: 32}[aead]
+    key = labeled_expand(suite, secret, b"key", context, nk)
+    nonce = labeled_expand(suite, secret, b"base_nonce", context, 12)
+    cipher = ChaCha20Poly1305(key) if aead == 0x0003 else AESGCM(key)
+    return cipher.decrypt(nonce, ct, b"")
+
+
+def test_media_envelopes_open_with_an_independent_rfc9180_implementation() -> None:
+    for env in load("media.json")["envelopes"]:
+        assert _rfc9180_open(env).hex() == env["plaintext"], env["name"]
 
 
 # --------------------------------------------------------------------------- log
