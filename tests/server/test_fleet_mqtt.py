@@ -13,7 +13,6 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -22,11 +21,11 @@ from protocol.certs import Certificate, KeyKind
 from protocol.events import Event, EventKind
 from protocol.keys import SoftwareSigner
 from server import models
-from server.coverage import CoverageRules
 from server.db import Database
-from server.fleet import Fleet
-from server.metrics import DeviceGauges, Metrics
+from server.fleet import FleetMonitor
+from server.metrics import Metrics
 from server.mqtt import EventConsumer, Outcome
+from server.settings import Settings
 
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/test"
 BOOT = bytes(range(16))
@@ -104,20 +103,6 @@ def clock() -> Clock:
 
 
 SILENT_US = 300_000_000
-DAY_US = 86_400_000_000
-
-
-@pytest.fixture
-def fleet(db: Database, clock: Clock) -> Fleet:
-    return Fleet(
-        db,
-        clock,
-        battery_low_permille=200,
-        storage_low_bytes=1 << 30,
-        clock_offset_max_us=2_000_000,
-        silent_after_us=SILENT_US,
-        rules=CoverageRules(2_000_000, DAY_US, ZoneInfo("UTC")),
-    )
 
 
 @pytest.fixture
@@ -126,7 +111,21 @@ def metrics() -> Metrics:
 
 
 @pytest.fixture
-def consumer(fleet: Fleet, metrics: Metrics, clock: Clock) -> EventConsumer:
+def fleet(tmp_path: Path, metrics: Metrics, clock: Clock) -> FleetMonitor:
+    settings = Settings(
+        data=tmp_path / "data",
+        battery_low_percent=20,
+        storage_low_bytes=1 << 30,
+        clock_offset_max_seconds=2,
+        silent_after_seconds=SILENT_US / 1e6,
+        upload_deadline_hours=24,
+        timezone="UTC",
+    )
+    return FleetMonitor(settings, metrics, clock)
+
+
+@pytest.fixture
+def consumer(fleet: FleetMonitor, metrics: Metrics, clock: Clock) -> EventConsumer:
     return EventConsumer("mqtt://127.0.0.1:1", "g", fleet, metrics, clock)
 
 
@@ -163,7 +162,7 @@ async def open_alerts(device: str) -> set[str]:
 
 
 async def test_telemetry_sets_state_raises_and_clears_alerts(
-    db: Database, consumer: EventConsumer, fleet: Fleet, clock: Clock
+    db: Database, consumer: EventConsumer, fleet: FleetMonitor, clock: Clock
 ) -> None:
     signer = await enrol("cam-1", clock)
     low = telemetry(
@@ -193,7 +192,9 @@ async def test_telemetry_sets_state_raises_and_clears_alerts(
     )
     assert await consumer.handle(topic_of(good), good.sign(signer)) is Outcome.ACCEPTED
     assert await open_alerts("cam-1") == set()
-    health = {d.device: d for d in (await fleet.health()).devices}["cam-1"]
+    health = await fleet.device_health("cam-1")
+    assert health is not None
+    assert health == (await fleet.health()).devices[0]
     assert health.battery_percent == 90.0
     assert health.clock_offset_seconds == pytest.approx(0.001)
 
@@ -258,23 +259,36 @@ async def test_events_raise_alerts(db: Database, consumer: EventConsumer, clock:
 
 
 async def test_silent_device(
-    db: Database, consumer: EventConsumer, fleet: Fleet, clock: Clock
+    db: Database, consumer: EventConsumer, fleet: FleetMonitor, clock: Clock
 ) -> None:
     signer = await enrol("cam-6", clock)
     event = telemetry("cam-6", 0, battery_permille=800)
     await consumer.handle(topic_of(event), event.sign(signer))
-    await fleet.check_silent()
+    await fleet.check()
     assert "silent" not in await open_alerts("cam-6")
     clock.now += SILENT_US + 1
-    await fleet.check_silent()
+    await fleet.check()
     assert "silent" in await open_alerts("cam-6")
     later = telemetry("cam-6", 1, battery_permille=790)
     await consumer.handle(topic_of(later), later.sign(signer))
     assert "silent" not in await open_alerts("cam-6")
 
 
+async def test_backlog_after_the_upload_deadline(
+    db: Database, consumer: EventConsumer, fleet: FleetMonitor, clock: Clock
+) -> None:
+    signer = await enrol("cam-7", clock)
+    clock.now = fleet.upload_deadline(clock.now) + 60_000_000  # a minute past today's deadline
+    event = telemetry("cam-7", 0, backlog_records=3, backlog_bytes=1, battery_permille=800)
+    await consumer.handle(topic_of(event), event.sign(signer))
+    await fleet.check()
+    assert await open_alerts("cam-7") == {"missing_upload"}
+    alerts = await fleet.alerts("cam-7")
+    assert "R-REC-5" in alerts.alerts[0].message
+
+
 async def test_metrics_per_device_gauges_and_counters(
-    db: Database, consumer: EventConsumer, metrics: Metrics, clock: Clock
+    db: Database, consumer: EventConsumer, fleet: FleetMonitor, metrics: Metrics, clock: Clock
 ) -> None:
     signers = {d: await enrol(d, clock) for d in ("cam-a", "cam-b")}
     for n, (device, signer) in enumerate(signers.items()):
@@ -289,19 +303,7 @@ async def test_metrics_per_device_gauges_and_counters(
         await consumer.handle(topic_of(event), event.sign(signer))
     metrics.segment_verified("cam-a", 3)
     metrics.segment_rejected("cam-b")
-    metrics.set_devices(
-        DeviceGauges(
-            str(s.device),
-            s.battery_permille / 10 if s.battery_permille is not None else None,
-            s.storage_free,
-            s.clock_offset_us / 1e6 if s.clock_offset_us is not None else None,
-            s.backlog_records,
-            s.backlog_bytes,
-            (s.last_seen or 0) / 1e6,
-            bool(s.online),
-        )
-        for s in await models.FleetState.all()
-    )
+    await fleet.refresh_metrics()
     text = metrics.render().decode()
     assert 'unbroken_device_battery_percent{device="cam-a"} 55.0' in text
     assert 'unbroken_device_storage_free_bytes{device="cam-b"} 5e+09' in text
@@ -318,7 +320,7 @@ async def test_metrics_per_device_gauges_and_counters(
 
 @pytest.mark.network
 async def test_consumer_receives_signed_announcements_through_the_broker(
-    db: Database, fleet: Fleet, metrics: Metrics, clock: Clock
+    db: Database, fleet: FleetMonitor, metrics: Metrics, clock: Clock
 ) -> None:
     if not _answers("127.0.0.1", 1883):
         pytest.skip("no MQTT broker on 127.0.0.1:1883")
