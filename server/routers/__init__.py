@@ -1,0 +1,1 @@
+"""One router per resource; each module has ``router() -> APIRouter``."""
