@@ -93,24 +93,37 @@ class DirectoryContainer:
         return full
 
     def files(self) -> Iterator[str]:
-        stack = [""]
+        # Depth first, in the sorted order of the full paths (as the zip form lists them).
+        stack = [self._entries("")]
         while stack:
-            rel = stack.pop()
-            base = self.root / rel if rel else self.root
-            try:
-                entries = sorted(os.scandir(base), key=lambda e: e.name, reverse=True)
-            except OSError:
-                continue
-            subdirs = []
-            for entry in reversed(entries):
-                name = f"{rel}/{entry.name}" if rel else entry.name
-                if entry.is_symlink():
-                    yield name  # reported by the caller as unexpected; open() refuses it
-                elif entry.is_dir():
-                    subdirs.append(name)
-                elif entry.is_file():
-                    yield name
-            stack.extend(reversed(subdirs))
+            entry = next(stack[-1], None)
+            if entry is None:
+                stack.pop()
+            elif entry[1]:
+                stack.append(self._entries(entry[0]))
+            else:
+                yield entry[0]
+
+    def _entries(self, rel: str) -> Iterator[tuple[str, bool]]:
+        """``(path, is_folder)`` of the entries of folder ``rel``, in full-path order."""
+        base = self.root / rel if rel else self.root
+        try:
+            with os.scandir(base) as it:
+                found = list(it)
+        except OSError:
+            return iter(())
+        items = []
+        for entry in found:
+            name = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.is_symlink():
+                items.append((name, False))  # reported by the caller; open() refuses it
+            elif entry.is_dir():
+                items.append((name, True))
+            elif entry.is_file():
+                items.append((name, False))
+        # A folder's files sort as "name/...", so the folder sorts as "name/".
+        items.sort(key=lambda item: item[0] + "/" if item[1] else item[0])
+        return iter(items)
 
     def exists(self, path: str) -> bool:
         try:
