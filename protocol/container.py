@@ -174,6 +174,8 @@ class _Bounded(io.RawIOBase):
             if data:
                 raise DecodeError(f"{self._name}: member is longer than it declares")
             return 0
+        if not data:
+            raise DecodeError(f"{self._name}: member is shorter than it declares")
         buffer[: len(data)] = data
         self._left -= len(data)
         return len(data)
