@@ -207,9 +207,9 @@ class ZipContainer:
         names: dict[str, zipfile.ZipInfo] = {}
         declared = 0
         for info in infos:
-            if info.is_dir():
-                continue
             name = info.filename
+            if name.endswith("/"):
+                continue  # a folder entry (ZipInfo.is_dir() fails on an empty name)
             _check_rel(name)
             if info.flag_bits & 0x1:
                 raise DecodeError(f"{name}: encrypted zip members are not allowed")
