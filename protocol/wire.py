@@ -27,12 +27,18 @@ def check_map(
     required: set[str] | frozenset[str],
     optional: set[str] | frozenset[str] = frozenset(),
 ) -> Mapping[str, Any]:
-    """Check that ``value`` is a map with text keys: all of ``required``, some of ``optional``."""
+    """Check that ``value`` is a map with text keys: all of ``required``, some of ``optional``.
+
+    A versioned map (``"v"`` required) has its version checked first: another version may
+    well have other fields, and "unknown version" is the finding that explains them.
+    """
     if not isinstance(value, Mapping):
         raise DecodeError(f"{what}: expected a map, got {type(value).__name__}")
     keys = set(value)
     if not all(isinstance(k, str) for k in keys):
         raise DecodeError(f"{what}: map keys must be text")
+    if "v" in required and "v" in keys:
+        check_version(value, what)
     missing = required - keys
     if missing:
         raise DecodeError(f"{what}: missing field(s) {', '.join(sorted(missing))}")
