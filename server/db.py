@@ -24,7 +24,10 @@ from urllib.parse import urlsplit
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.backends.base.config_generator import expand_db_url
-from tortoise.context import TortoiseContext
+from tortoise.context import (
+    TortoiseContext,
+    _current_context,  # see Database.active
+)
 from tortoise.exceptions import BaseORMException
 from tortoise.migrations.executor import MigrationExecutor
 from tortoise.transactions import in_transaction
@@ -135,11 +138,19 @@ class Database:
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
-        """Make this database the one models use in the current task."""
+        """Make this database the one models use in the current task.
+
+        ``TortoiseContext.__enter__`` keeps one reset token on the context object, so
+        concurrent requests entering it would reset each other's; the token is kept here,
+        per call, instead.
+        """
         if self._ctx is None:
             raise ConfigError("the database is not open")
-        with self._ctx:
+        token = _current_context.set(self._ctx)
+        try:
             yield
+        finally:
+            _current_context.reset(token)
 
     def connection(self) -> BaseDBAsyncClient:
         """The default connection (for raw SQL)."""

@@ -72,6 +72,8 @@ class Services:
     coverage_queue: asyncio.Queue[str] = field(
         default_factory=lambda: asyncio.Queue(maxsize=COVERAGE_QUEUE)
     )
+    #: Set once the start-up reconciliation of blobs has finished.
+    reconciled: asyncio.Event = field(default_factory=asyncio.Event)
 
     def coverage_due(self, device: str) -> None:
         """Ask the coverage follower to read ``device``'s new records."""
@@ -97,6 +99,7 @@ class Services:
         completed, orphans = await self.uploads.reconcile()
         if completed or orphans:
             log.warning("reconciled %d media commit(s); %d orphan blob(s)", completed, orphans)
+        self.reconciled.set()
 
 
 def admin_token(settings: Settings) -> str:
