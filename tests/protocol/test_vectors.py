@@ -123,6 +123,30 @@ def test_cose_sign1_parts() -> None:
         bad.verify(h(v["public_key"]))
 
 
+def _bstr(data: bytes) -> bytes:
+    """A CBOR byte-string head and content, by hand (RFC 8949 section 3)."""
+    n = len(data)
+    if n < 24:
+        return bytes([0x40 + n]) + data
+    for info, size in ((24, 1), (25, 2), (26, 4), (27, 8)):
+        if n < 1 << (8 * size):
+            return bytes([0x40 + info]) + n.to_bytes(size, "big") + data
+    raise AssertionError
+
+
+def test_cose_bytes_as_the_spec_spells_them() -> None:
+    """SPEC.md section 5, byte by byte, without the CBOR library."""
+    v = load("cose.json")
+    ct, kid = v["content_type"].encode(), h(v["kid"])
+    protected = b"\xa3\x01\x27\x03\x78" + bytes([len(ct)]) + ct + b"\x04\x58\x20" + kid
+    assert protected.hex() == v["protected"]
+    payload = h(v["payload"])
+    tbs = b"\x84\x6a" + b"Signature1" + _bstr(protected) + b"\x40" + _bstr(payload)
+    assert tbs.hex() == v["sig_structure"]
+    envelope = b"\xd2\x84" + _bstr(protected) + b"\xa0" + _bstr(payload) + _bstr(h(v["signature"]))
+    assert envelope.hex() == v["cose_sign1"]
+
+
 def test_cose_invalid_envelopes() -> None:
     errors = {"AlgorithmError": AlgorithmError, "DecodeError": DecodeError}
     for sample in load("cose.json")["invalid"]:
