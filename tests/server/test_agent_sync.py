@@ -132,10 +132,18 @@ async def admin_token(app: FastAPI, device: str) -> str:
 class Camera:
     """A device with a real evidence store, enrolled with the server through its API."""
 
-    def __init__(self, root: Path, device: str, app: FastAPI) -> None:
+    def __init__(
+        self,
+        root: Path,
+        device: str,
+        app: FastAPI | None,
+        *,
+        base_url: str = "http://server",
+    ) -> None:
         self.root = root
         self.device = device
         self.app = app
+        self.base_url = base_url
         self.clock = WallClock()
         self.store = EvidenceStore(DirectoryStorage(root), reserve=0)
         self.writer: ChainWriter | None = None
@@ -143,18 +151,23 @@ class Camera:
         self.wall = self.clock.wall() - 60_000_000
         self.mono = 1_000_000
 
-    def transport(self) -> httpx.ASGITransport:
+    def transport(self) -> httpx.AsyncBaseTransport:
+        if self.app is None:
+            return httpx.AsyncHTTPTransport()
         return httpx.ASGITransport(app=self.app)
 
-    async def enrol(self) -> None:
-        token = await admin_token(self.app, self.device)
-        async with httpx.AsyncClient(transport=self.transport(), base_url="http://server") as c:
+    async def enrol(self, token: str | None = None) -> None:
+        if token is None:
+            assert self.app is not None
+            token = await admin_token(self.app, self.device)
+        async with httpx.AsyncClient(transport=self.transport(), base_url=self.base_url) as c:
             await enrol_with_server(c, self.store, self.root, self.device, token)
         identity = load_identity(self.store, self.root, self.device)
         assert identity.api_token
         self.client = httpx.AsyncClient(
             transport=self.transport(),
-            base_url="http://server",
+            base_url=self.base_url,
+            timeout=10,
             headers={"authorization": f"Bearer {identity.api_token}"},
         )
         scan = self.store.open_boot()
