@@ -13,6 +13,7 @@ What the command line calls:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -41,8 +42,13 @@ async def serve(
     port: int = 8080,
     *,
     log_level: str = "info",
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve over HTTP until interrupted; shut down gracefully."""
+    """Serve over HTTP until SIGINT/SIGTERM (or ``stop`` is set); shut down gracefully.
+
+    Graceful: no new connections, requests in flight finish (up to 30 s), then the
+    lifespan cancels and awaits the background tasks and closes the database.
+    """
     app = create_app(settings)
     config = uvicorn.Config(
         app,
@@ -56,7 +62,18 @@ async def serve(
     )
     server = uvicorn.Server(config)
     log.info("unbroken server on http://%s:%d, data in %s", host, port, settings.data)
-    await server.serve()
+    if stop is None:
+        await server.serve()
+        return
+
+    async def stop_when_asked() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    async with asyncio.TaskGroup() as group:
+        watcher = group.create_task(stop_when_asked(), name="serve-stop")
+        await server.serve()
+        watcher.cancel()
 
 
 @dataclass

@@ -230,7 +230,7 @@ class MediaUploads:
     async def reconcile(self) -> tuple[int, int]:
         """After a restart: complete interrupted commits, register orphans. (completed, orphans)"""
         completed = orphans = 0
-        async for key in self.blobs.keys():
+        async for key in self.blobs.stored_keys():
             if await models.Media.filter(blob=key).exists():
                 continue
             records = await models.Record.filter(media_hash=bytes.fromhex(key)).all()

@@ -48,7 +48,7 @@ class BlobStore(Protocol):
         """Stream the bytes of blob ``key`` (BlobMissingError if absent)."""
         ...
 
-    def keys(self) -> AsyncIterator[str]:
+    def stored_keys(self) -> AsyncIterator[str]:
         """Every stored key (for reconciliation after a crash)."""
         ...
 

@@ -118,7 +118,7 @@ class LocalBlobStore:
         finally:
             f.close()
 
-    async def keys(self) -> AsyncIterator[str]:
+    async def stored_keys(self) -> AsyncIterator[str]:
         names = await asyncio.to_thread(self._walk)
         for name in names:
             yield name

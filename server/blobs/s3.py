@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
+import hashlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -93,14 +94,18 @@ class S3BlobStore:
         name = self._name(key)
         if await self.size(key) is not None:
             return False
+        data = await asyncio.to_thread(path.read_bytes)
         extra: dict[str, Any] = {
             "ChecksumSHA256": base64.b64encode(bytes.fromhex(key)).decode("ascii"),
+            # S3 asks for Content-MD5 on writes to a bucket with object lock.
+            "ContentMD5": base64.b64encode(
+                hashlib.md5(data, usedforsecurity=False).digest()
+            ).decode("ascii"),
         }
         if self.retention_days > 0 and await self.object_lock():
             until = dt.datetime.now(dt.UTC) + dt.timedelta(days=self.retention_days)
             extra["ObjectLockMode"] = "COMPLIANCE"
             extra["ObjectLockRetainUntilDate"] = until
-        data = await asyncio.to_thread(path.read_bytes)
         await self._call(
             f"put blob {key[:16]}", "put_object", Bucket=self.bucket, Key=name, Body=data, **extra
         )
@@ -132,7 +137,7 @@ class S3BlobStore:
         finally:
             body.close()
 
-    async def keys(self) -> AsyncIterator[str]:
+    async def stored_keys(self) -> AsyncIterator[str]:
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix}
@@ -150,17 +155,16 @@ class S3BlobStore:
             token = page.get("NextContinuationToken")
 
     async def retention(self, key: str) -> dict[str, Any]:
-        """The object's retention (for operators and tests): mode and date, or empty."""
-        try:
-            answer = await self._call(
-                f"retention {key[:16]}",
-                "get_object_retention",
-                Bucket=self.bucket,
-                Key=self._name(key),
-            )
-        except StorageError:
+        """The object's lock (for operators and tests): ``Mode`` and ``RetainUntilDate``."""
+        head = await self._call(
+            f"head blob {key[:16]}", "head_object", Bucket=self.bucket, Key=self._name(key)
+        )
+        if "ObjectLockMode" not in head:
             return {}
-        return dict(answer.get("Retention", {}))
+        return {
+            "Mode": head["ObjectLockMode"],
+            "RetainUntilDate": head["ObjectLockRetainUntilDate"],
+        }
 
     async def close(self) -> None:
         await asyncio.to_thread(self._client.close)
