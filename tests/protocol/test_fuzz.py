@@ -402,7 +402,7 @@ def _store(root: Path) -> Path:
 @pytest.mark.xfail(
     strict=True,
     raises=DecodeError,
-    reason="verify/ bug (reported): a symlinked journal in a store escapes verify_path",
+    reason="SPEC.md 19.1, verify/ bug: a symlinked journal in a store escapes verify_path",
 )
 def test_store_with_a_symlinked_journal(tmp_path: Path) -> None:
     store = _store(tmp_path / "store")
@@ -414,7 +414,7 @@ def test_store_with_a_symlinked_journal(tmp_path: Path) -> None:
 @pytest.mark.xfail(
     strict=True,
     raises=DecodeError,
-    reason="verify/ bug (reported): a symlink in a store's torn/ escapes verify_path",
+    reason="SPEC.md 19.1, verify/ bug: a symlink in a store's torn/ escapes verify_path",
 )
 def test_store_with_a_symlink_in_torn(tmp_path: Path) -> None:
     store = _store(tmp_path / "store")
@@ -426,7 +426,7 @@ def test_store_with_a_symlink_in_torn(tmp_path: Path) -> None:
 @pytest.mark.xfail(
     strict=True,
     raises=IsADirectoryError,
-    reason="verify/ bug (reported): a folder in a store's torn/ escapes verify_path",
+    reason="SPEC.md 19.1, verify/ bug: a folder in a store's torn/ escapes verify_path",
 )
 def test_store_with_a_folder_in_torn(tmp_path: Path) -> None:
     store = _store(tmp_path / "store")
