@@ -198,6 +198,13 @@ class ExportRequest(Wire):
         return self
 
 
+class OrphanScan(Wire):
+    """What a walk of the blob store found."""
+
+    new: int
+    total: int
+
+
 class ExportDone(Wire):
     """Where the bundle is, and what it holds."""
 

@@ -95,10 +95,10 @@ class Services:
             await self.writer.checkpoint()
 
     async def reconcile(self) -> None:
-        """Once, at start: finish interrupted media commits, register orphan blobs."""
-        completed, orphans = await self.uploads.reconcile()
-        if completed or orphans:
-            log.warning("reconciled %d media commit(s); %d orphan blob(s)", completed, orphans)
+        """Once, at start: finish the media commits a crash interrupted."""
+        completed = await self.uploads.reconcile()
+        if completed:
+            log.warning("completed %d media commit(s) a crash had interrupted", completed)
         self.reconciled.set()
 
 

@@ -227,25 +227,49 @@ class MediaUploads:
         fsync_dir(part.parent)
         return target
 
-    async def reconcile(self) -> tuple[int, int]:
-        """After a restart: complete interrupted commits, register orphans. (completed, orphans)"""
-        completed = orphans = 0
+    async def reconcile(self) -> int:
+        """At start: finish commits a crash interrupted; return how many.
+
+        A crash between the blob store and the database commit leaves the partial file in
+        place (it is removed only after the commit), so the partial files are all there is
+        to look at: cheap, whatever the size of the store. A partial file whose media is
+        committed is a left-over staging copy and is removed; one whose blob is stored
+        gets its row and receipt now; any other resumes when the device comes back.
+        """
+        completed = 0
+        for device, seq, part in await asyncio.to_thread(self._parts):
+            if await models.Media.filter(device=device, seq=seq).exists():
+                with contextlib.suppress(FileNotFoundError):
+                    await asyncio.to_thread(part.unlink)
+                continue
+            record = await models.Record.get_or_none(device=device, seq=seq)
+            if record is None or record.media_hash is None or record.media_len is None:
+                continue
+            if await self.blobs.size(bytes(record.media_hash).hex()) != record.media_len:
+                continue
+            await self._commit(record)
+            completed += 1
+            log.info("reconciled media %s of %s after a crash", seq, device)
+            with contextlib.suppress(FileNotFoundError):
+                await asyncio.to_thread(part.unlink)
+        return completed
+
+    async def find_orphans(self) -> int:
+        """Walk the whole blob store for blobs no record vouches for (an operator's task).
+
+        Each is registered and alerted, never deleted. A blob of a record without its media
+        row (which :meth:`reconcile` handles at start) gets the row. Returns the number of
+        new orphans. Reads every key: run it rarely, not at every start.
+        """
+        orphans = 0
         async for key in self.blobs.stored_keys():
             if await models.Media.filter(blob=key).exists():
                 continue
             records = await models.Record.filter(media_hash=bytes.fromhex(key)).all()
-            pending = [
-                r
-                for r in records
-                if not await models.Media.filter(device=r.device, seq=r.seq).exists()
-            ]
-            for record in pending:
-                await self._commit(record)
-                completed += 1
-                log.info(
-                    "reconciled blob %s as media %s of %s", key[:16], record.seq, record.device
-                )
-            if pending or records:
+            if records:
+                for record in records:
+                    if not await models.Media.filter(device=record.device, seq=record.seq).exists():
+                        await self._commit(record)
                 continue
             if await models.OrphanBlob.filter(blob=key).exists():
                 continue
@@ -260,12 +284,7 @@ class MediaUploads:
                 f"blob {key[:16]}… ({size} bytes) is stored but no record vouches for it; kept",
                 self.clock(),
             )
-        for device, seq, part in await asyncio.to_thread(self._parts):
-            if await models.Media.filter(device=device, seq=seq).exists():
-                # A crash after the commit left the staging copy of a stored blob.
-                with contextlib.suppress(FileNotFoundError):
-                    await asyncio.to_thread(part.unlink)
-        return completed, orphans
+        return orphans
 
     def _parts(self) -> list[tuple[str, int, Path]]:
         found: list[tuple[str, int, Path]] = []

@@ -11,6 +11,7 @@ import time
 from fastapi import APIRouter
 
 from protocol.api import API_PREFIX, SignedBlob, b64e
+from server import models
 from server.deps import AdminDep, DevicePath, ServicesDep
 from server.errors import UnavailableError
 from server.routers.problems import PROBLEMS
@@ -24,6 +25,7 @@ from server.schemas import (
     EnrolmentTokenRequest,
     ExportDone,
     ExportRequest,
+    OrphanScan,
     RevocationIssued,
     RevokeRequest,
 )
@@ -78,6 +80,12 @@ def router() -> APIRouter:
         if data is None:
             raise UnavailableError("no checkpoint yet")
         return SignedBlob(data=b64e(data))
+
+    @api.post("/orphans", response_model=OrphanScan)
+    async def orphans(services: ServicesDep, _: AdminDep) -> OrphanScan:
+        """Walk the blob store for blobs no record vouches for (kept, registered, alerted)."""
+        found = await services.uploads.find_orphans()
+        return OrphanScan(new=found, total=await models.OrphanBlob.all().count())
 
     @api.post("/exports", response_model=ExportDone)
     async def export(request: ExportRequest, services: ServicesDep, _: AdminDep) -> ExportDone:

@@ -245,9 +245,7 @@ async def test_revoked_device_is_refused_and_quarantined(
     assert (await models.Record.filter(device="cam-1").count()) == 3
 
 
-async def test_crash_between_blob_and_commit_is_reconciled(
-    settings: Settings,
-) -> None:
+async def test_crash_between_blob_and_commit_is_reconciled(settings: Settings) -> None:
     """The blob is durable but the server died before its row: the restart completes it."""
     async with embedded(settings) as srv, srv.client() as anon:
         device = SimDevice("cam-1")
@@ -257,10 +255,12 @@ async def test_crash_between_blob_and_commit_is_reconciled(
             segment = device.segment()
             await device.send(client, device.made)
         assert segment.media is not None
-        # what a crash after put_file and before the commit leaves behind
-        staged = settings.data / "staged.bin"
-        staged.write_bytes(segment.media)
-        await srv.services.blobs.put_file(hashlib.sha256(segment.media).hexdigest(), staged)
+        # what a crash after put_file and before the commit leaves behind: the whole
+        # partial file, and its blob
+        part = settings.upload_dir / "cam-1" / f"{segment.seq:012d}.part"
+        part.parent.mkdir(parents=True)
+        part.write_bytes(segment.media)
+        await srv.services.blobs.put_file(hashlib.sha256(segment.media).hexdigest(), part)
         orphan = settings.data / "orphan.bin"
         orphan.write_bytes(b"nobody vouches for this")
         await srv.services.blobs.put_file(hashlib.sha256(orphan.read_bytes()).hexdigest(), orphan)
@@ -269,8 +269,12 @@ async def test_crash_between_blob_and_commit_is_reconciled(
             await srv.services.reconciled.wait()
         media = await models.Media.get(device="cam-1", seq=segment.seq)
         Receipt.load(bytes(media.receipt), srv.services.keys.trust())
+        assert not part.exists()
+        assert not await models.OrphanBlob.exists()  # start-up does not walk the store
+        async with srv.admin_client() as admin:
+            scan = (await admin.post("/api/v1/admin/orphans")).json()
+        assert (scan["new"], scan["total"]) == (1, 1)
         orphans = await models.OrphanBlob.all()
-        assert len(orphans) == 1
         assert await srv.services.blobs.size(orphans[0].blob) is not None  # never deleted
         assert await models.Alert.filter(kind="orphan_blob").exists()
 
