@@ -17,12 +17,17 @@ upload, use outside a custody assignment).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from tortoise.exceptions import IntegrityError
 
 from protocol.record import RecordKind
 from protocol.verify.chain import GAP_TOLERANCE, ROLLBACK_TOLERANCE
@@ -69,16 +74,27 @@ class Coverage:
         self.db = db
         self.clock = clock
         self.rules = rules
+        # A lock lives while a pass holds it (weak values).
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     # ------------------------------------------------------------------ building
     async def catch_up(self, device: str) -> int:
-        """Read the records of ``device`` not yet read; return how many were read."""
+        """Read the records of ``device`` not yet read; return how many were read.
+
+        One pass per device at a time: in this process by a lock, across replicas by the
+        cursor row, locked for the transaction (made first, outside it, if missing).
+        """
+        async with self._locks.setdefault(device, asyncio.Lock()):
+            if not await models.CoverageCursor.filter(device=device).exists():
+                with contextlib.suppress(IntegrityError):
+                    await models.CoverageCursor.create(device=device, seq=0, state={})
+            return await self._catch_up(device)
+
+    async def _catch_up(self, device: str) -> int:
         total = 0
         while True:
             async with self.db.transaction():
-                cursor = await models.CoverageCursor.select_for_update().get_or_none(device=device)
-                if cursor is None:
-                    cursor = await models.CoverageCursor.create(device=device, seq=0, state={})
+                cursor = await models.CoverageCursor.select_for_update().get(device=device)
                 records = (
                     await models.Record.filter(device=device, seq__gte=cursor.seq)
                     .order_by("seq")

@@ -18,7 +18,10 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
+
+from tortoise.exceptions import IntegrityError
 
 from protocol.keys import Signer
 from server import models
@@ -35,6 +38,9 @@ from server.registry import Registry
 from server.settings import Settings
 from server.translog import NodeReader
 from server.uploads import MediaUploads
+
+if TYPE_CHECKING:
+    from server.mqtt import EventConsumer
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +78,8 @@ class Services:
     coverage_queue: asyncio.Queue[str] = field(
         default_factory=lambda: asyncio.Queue(maxsize=COVERAGE_QUEUE)
     )
+    #: The MQTT consumer, when the settings name a broker.
+    consumer: EventConsumer | None = None
     #: Set once the start-up reconciliation of blobs has finished.
     reconciled: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -118,8 +126,8 @@ def admin_token(settings: Settings) -> str:
 
 
 async def _ensure_log(db: Database) -> None:
-    async with db.transaction():
-        if not await models.LogHead.filter(id=1).exists():
+    if not await models.LogHead.filter(id=1).exists():
+        with contextlib.suppress(IntegrityError):  # another replica made it meanwhile
             await models.LogHead.create(id=1, size=0)
 
 
@@ -169,9 +177,7 @@ async def open_services(
             stop = asyncio.Event()
             # The TaskGroup lives in a task of its own so that an error in the caller's
             # body reaches the caller as itself, not wrapped in an ExceptionGroup.
-            runner = asyncio.create_task(
-                _background(services, clock, stop), name="server-background"
-            )
+            runner = asyncio.create_task(_background(services, stop), name="server-background")
             try:
                 await _started(services, runner)
                 yield services
@@ -183,9 +189,8 @@ async def open_services(
         await db.close()
 
 
-async def _background(services: Services, clock: Clock, stop: asyncio.Event) -> None:
+async def _background(services: Services, stop: asyncio.Event) -> None:
     """Run the long-lived tasks until ``stop`` is set; then cancel and await them."""
-    settings = services.settings
     async with asyncio.TaskGroup() as group:
         jobs: list[tuple[str, Callable[[], Awaitable[None]], bool]] = [
             ("log-writer", services.writer.run, False),
@@ -194,13 +199,8 @@ async def _background(services: Services, clock: Clock, stop: asyncio.Event) -> 
             ("coverage", services.follow_coverage, False),
             ("fleet-watch", services.monitor.run, False),
         ]
-        if settings.mqtt_url:
-            from server.mqtt import EventConsumer  # noqa: PLC0415 - aiomqtt only when asked
-
-            consumer = EventConsumer(
-                settings.mqtt_url, settings.mqtt_group, services.monitor, services.metrics, clock
-            )
-            jobs.append(("mqtt", consumer.run, False))
+        if services.consumer is not None:
+            jobs.append(("mqtt", services.consumer.run, False))
         tasks = [
             group.create_task(_supervise(name, job, once), name=name) for name, job, once in jobs
         ]
@@ -264,6 +264,12 @@ def _build(
         monitor=monitor,
         admin_token=admin_token(settings),
     )
+    if settings.mqtt_url:
+        from server.mqtt import EventConsumer  # noqa: PLC0415 - aiomqtt only when asked
+
+        services.consumer = EventConsumer(
+            settings.mqtt_url, settings.mqtt_group, monitor, metrics, clock
+        )
     services.ingest.on_accepted = services.coverage_due
     services.ingest.on_segments = _count_segments(metrics)
     return services
