@@ -36,6 +36,9 @@ Clock = Callable[[], int]
 CHECK_INTERVAL = 15.0
 MAX_ALERTS = 1000
 US = 1_000_000
+#: ``seen`` writes a device's last-seen time at most this often (µs): uploads come in bursts
+#: of requests, and one database write per request would cost a commit each.
+SEEN_RESOLUTION = 1_000_000
 
 
 def _int(body: Mapping[str, Any], key: str) -> int | None:
@@ -55,6 +58,8 @@ class FleetMonitor:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock
+        # Last write of ``seen`` per device (one entry per device: bounded by the fleet).
+        self._seen: dict[tuple[str, bool], int] = {}
 
     # ------------------------------------------------------------------ thresholds
     def upload_deadline(self, t: int) -> int:
@@ -89,6 +94,10 @@ class FleetMonitor:
     async def seen(self, device: str, *, upload: bool = False) -> None:
         """The device talked to the server over HTTP (an upload, when ``upload``)."""
         now = self.clock()
+        last = self._seen.get((device, upload))
+        if last is not None and 0 <= now - last < SEEN_RESOLUTION:
+            return
+        self._seen[(device, upload)] = now
         state, _ = await models.FleetState.get_or_create(device=device)
         state.last_seen = max(int(state.last_seen or 0), now)
         if upload:

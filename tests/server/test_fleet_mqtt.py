@@ -353,3 +353,24 @@ async def test_consumer_receives_signed_announcements_through_the_broker(
     assert consumer.counts[Outcome.DUPLICATE] == 1
     state = await models.FleetState.get(device=device)
     assert state.battery_permille == 500
+
+
+async def test_http_contact_counts_as_seen_at_most_once_a_second(
+    db: Database, fleet: FleetMonitor, clock: Clock
+) -> None:
+    await enrol("cam-8", clock)
+    clock.now += SILENT_US + 1
+    await fleet.check()
+    assert "silent" in await open_alerts("cam-8")
+    await fleet.seen("cam-8", upload=True)
+    state = await models.FleetState.get(device="cam-8")
+    assert (state.last_seen, state.last_upload) == (clock.now, clock.now)
+    assert "silent" not in await open_alerts("cam-8")
+    first = clock.now
+    clock.now += 500_000
+    await fleet.seen("cam-8", upload=True)  # within the resolution: no write
+    assert (await models.FleetState.get(device="cam-8")).last_seen == first
+    clock.now += 600_000
+    await fleet.seen("cam-8")
+    state = await models.FleetState.get(device="cam-8")
+    assert (state.last_seen, state.last_upload) == (clock.now, first)
