@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from protocol.api import Problem
 from protocol.keys import Signer
 from server.blobs import BlobStore
+from server.db import DATABASE_ERRORS
 from server.errors import ExportError, RequestError, ServerError
 from server.middleware import BodyLimit, DatabaseScope, ServerTimeHeader
 from server.routers import admin, chain, coverage, enrol, fleet, health, log, metrics
@@ -104,6 +105,18 @@ def create_app(
     async def server_failed(_: Request, exc: ServerError) -> JSONResponse:
         logger.error("request failed: %s", exc)
         return _problem(503, "unavailable", str(exc))
+
+    for error in DATABASE_ERRORS:
+
+        @app.exception_handler(error)
+        async def database_failed(_: Request, exc: Exception) -> JSONResponse:
+            logger.error("database failure: %r", exc)
+            return _problem(503, "unavailable", "the database is not answering; retry later")
+
+    @app.exception_handler(Exception)
+    async def failed(_: Request, exc: Exception) -> JSONResponse:
+        logger.error("unexpected failure: %r", exc)
+        return _problem(500, "internal", "internal error; it has been logged")
 
     for module in (health, enrol, chain, log, admin, fleet, coverage, metrics):
         app.include_router(module.router())

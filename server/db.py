@@ -36,6 +36,9 @@ from server.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+#: What the database can raise at any query (the app answers them 503).
+DATABASE_ERRORS: tuple[type[Exception], ...] = (BaseORMException, OSError)
+
 APP = "models"
 MODELS = "server.models"
 MIGRATIONS = "server.migrations"

@@ -199,7 +199,12 @@ class Exporter:
                 .values_list("anchor_size", flat=True)
             )
             sizes.update(int(str(s)) for s in anchored if s is not None)
-        rows = await models.Checkpoint.filter(size__in=sorted(sizes)).order_by("size")
+        ordered = sorted(sizes)
+        rows: list[models.Checkpoint] = []
+        for start in range(0, len(ordered), 500):
+            rows += await models.Checkpoint.filter(size__in=ordered[start : start + 500]).order_by(
+                "size"
+            )
         checkpoints = [bytes(r.encoded) for r in rows]
         proofs = []
         for a, b in itertools.pairwise([r.size for r in rows]):

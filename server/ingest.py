@@ -23,7 +23,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
-from tortoise.exceptions import BaseORMException, IntegrityError
+from tortoise.exceptions import IntegrityError
 
 from protocol.api import RecordOutcome, RecordReceipts, b64e
 from protocol.certs import RootKey, TrustStore
@@ -128,6 +128,7 @@ class LogWriter:
     async def run(self) -> None:
         """Take batches, a window's worth at a time, and commit them together."""
         self.running = True
+        group: list[Batch] = []
         try:
             while True:
                 group = [await self._queue.get()]
@@ -146,8 +147,10 @@ class LogWriter:
                 await self._commit_group(group)
         finally:
             self.running = False
+            # Nothing waits forever: the group being committed (if cancelled) and the queue.
             while not self._queue.empty():
-                pending = self._queue.get_nowait()
+                group.append(self._queue.get_nowait())
+            for pending in group:
                 if not pending.done.done():
                     pending.done.set_exception(UnavailableError("the server is shutting down"))
 
@@ -155,7 +158,7 @@ class LogWriter:
         try:
             async with self._lock:
                 results, new_nodes = await self._transaction(group)
-        except (BaseORMException, OSError, ServerError, ProtocolError) as exc:
+        except Exception as exc:  # every waiting request gets an answer, whatever failed
             log.exception("log commit failed")
             for batch in group:
                 if not batch.done.done():

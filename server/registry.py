@@ -139,13 +139,18 @@ class Registry:
                 )
             if existing is None:
                 cert = Certificate.issue(root, KeyKind.DEVICE, request.device, public_key, now)
-                await models.Device.create(
-                    id=request.device,
-                    public_key=public_key,
-                    cert=cert,
-                    enrolled=now,
-                    token_hash=token_hash(api_token),
-                )
+                try:
+                    await models.Device.create(
+                        id=request.device,
+                        public_key=public_key,
+                        cert=cert,
+                        enrolled=now,
+                        token_hash=token_hash(api_token),
+                    )
+                except IntegrityError as exc:
+                    raise ConflictError(
+                        f"{request.device} was enrolled meanwhile", code="already_enrolled"
+                    ) from exc
             else:
                 cert = bytes(existing.cert)
                 existing.token_hash = token_hash(api_token)
