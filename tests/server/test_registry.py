@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 
+from protocol import layout
 from protocol.api import EnrolRequest, b64d, b64e, enrol_message
 from protocol.certs import Certificate, KeyKind, RootKey, parse_revocations
 from protocol.keys import SoftwareSigner, key_id
+from protocol.verify import verify_path
 from server import models
 from server.run import EmbeddedServer, create_enrolment_token
+from server.schemas import ExportRequest
 from server.settings import Settings
 from tests.server.conftest import Enrol
 from tests.server.devicekit import JSON, SimDevice, now_us
@@ -134,7 +139,11 @@ async def test_custody_mismatch_is_alerted(
 
 
 async def test_revocation_list(
-    server: EmbeddedServer, enrolled: Enrol, admin: httpx.AsyncClient, anon: httpx.AsyncClient
+    server: EmbeddedServer,
+    enrolled: Enrol,
+    admin: httpx.AsyncClient,
+    anon: httpx.AsyncClient,
+    tmp_path: Path,
 ) -> None:
     device, client = await enrolled("cam-1")
     await enrolled("cam-2")
@@ -162,3 +171,9 @@ async def test_revocation_list(
         json={"action": "check_out", "officer": "o", "actor": "a"},
     )
     assert check_out.status_code == 409
+    # what it logged before the revocation still verifies; the bundle carries the list
+    out = tmp_path / "bundle"
+    await server.export(ExportRequest(device="cam-1"), out)
+    assert (out / layout.REVOCATIONS_FILE).read_bytes() == signed
+    report = verify_path(out, server.fingerprint)
+    assert report.verdict == "authentic", [f.to_json() for f in report.findings]
