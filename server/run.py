@@ -112,6 +112,14 @@ class EmbeddedServer:
         """Write an export bundle to ``out`` (a new or empty directory)."""
         return await self.services.exporter.export(request, out)
 
+    async def create_enrolment_token(self, device: str | None = None) -> str:
+        """The same as :meth:`enrolment_token`."""
+        return await self.enrolment_token(device)
+
+    async def export_bundle(self, device: str, out: Path, *, openings: bool = True) -> ExportDone:
+        """Export the whole chain of ``device`` to ``out`` (with openings by default)."""
+        return await self.export(ExportRequest(device=device, openings=openings), out)
+
 
 @contextlib.asynccontextmanager
 async def embedded(
