@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 from enum import StrEnum
 
-from tortoise.exceptions import IntegrityError
-
 from server import models
+from server.db import IntegrityError
 
 log = logging.getLogger(__name__)
 

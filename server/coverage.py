@@ -27,13 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tortoise.exceptions import IntegrityError
-
 from protocol.record import RecordKind
 from protocol.verify.chain import GAP_TOLERANCE, ROLLBACK_TOLERANCE
 from server import models
 from server.alerts import AlertKind, Severity, raise_alert
-from server.db import Database
+from server.db import Database, IntegrityError
 from server.schemas import CoverageReport, GapInfo, IntervalInfo
 
 log = logging.getLogger(__name__)

@@ -28,11 +28,20 @@ from tortoise.context import (
     TortoiseContext,
     _current_context,  # see Database.active
 )
-from tortoise.exceptions import BaseORMException
+from tortoise.exceptions import BaseORMException, IntegrityError
 from tortoise.migrations.executor import MigrationExecutor
 from tortoise.transactions import in_transaction
 
 from server.errors import ConfigError
+
+__all__ = [
+    "DATABASE_ERRORS",
+    "Database",
+    "IntegrityError",  # re-exported: what a duplicate row raises
+    "connection_config",
+    "connection_name",
+    "tortoise_config",
+]
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,6 @@ import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
-from tortoise.exceptions import IntegrityError
-
 from protocol.api import RecordOutcome, RecordReceipts, b64e
 from protocol.certs import RootKey, TrustStore
 from protocol.checkpoint import Checkpoint, Receipt, ReceiptKind
@@ -34,7 +32,7 @@ from protocol.keys import Signer, key_id
 from protocol.record import RecordKind, SignedRecord
 from server import models
 from server.alerts import AlertKind, Severity, raise_alert
-from server.db import Database
+from server.db import Database, IntegrityError
 from server.errors import (
     ConflictError,
     ForbiddenError,

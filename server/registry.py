@@ -19,8 +19,6 @@ import hmac
 import secrets
 from collections.abc import Callable
 
-from tortoise.exceptions import IntegrityError
-
 from protocol import cbor
 from protocol.api import Enrolment, EnrolRequest, b64d, b64e, enrol_message
 from protocol.certs import Certificate, KeyKind, Revocation, issue_revocations
@@ -28,6 +26,7 @@ from protocol.errors import ProtocolError
 from protocol.hashing import ZERO_HASH, fingerprint, sha256
 from protocol.keys import PUBLIC_KEY_LEN, key_id, verify_signature
 from server import models
+from server.db import IntegrityError
 from server.errors import (
     BadRequestError,
     ConflictError,

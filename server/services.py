@@ -21,13 +21,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from tortoise.exceptions import IntegrityError
-
 from protocol.keys import Signer
 from server import models
 from server.blobs import BlobStore, open_blob_store
 from server.coverage import Coverage, CoverageRules
-from server.db import Database
+from server.db import Database, IntegrityError
 from server.errors import ConfigError
 from server.export import Exporter
 from server.fleet import FleetMonitor

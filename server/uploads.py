@@ -25,8 +25,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from tortoise.exceptions import IntegrityError
-
 from protocol.api import MediaProgress, b64e
 from protocol.checkpoint import Receipt, ReceiptKind
 from protocol.hashing import sha256_stream
@@ -35,6 +33,7 @@ from server import models
 from server.alerts import AlertKind, Severity, raise_alert
 from server.blobs import BlobStore
 from server.blobs.local import fsync_dir, make_dirs
+from server.db import IntegrityError
 from server.errors import (
     BadRequestError,
     ConflictError,

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-from tortoise.exceptions import BaseORMException
 
 from server import models
+from server.db import DATABASE_ERRORS
 from server.deps import ServicesDep
 from server.schemas import Health
 
@@ -20,7 +20,7 @@ def router() -> APIRouter:
         try:
             head = await models.LogHead.get_or_none(id=1)
             database, size = "ok", head.size if head is not None else 0
-        except (BaseORMException, OSError) as exc:
+        except DATABASE_ERRORS as exc:
             database, size = f"error: {type(exc).__name__}", 0
         ok = database == "ok" and services.writer.running
         return Health(
