@@ -303,3 +303,56 @@ async def test_concurrent_devices_share_log_commits(
     assert sorted(int(str(i)) for i in indices) == list(range(total))
     # fewer checkpoints than batches: batches arriving together share a commit
     assert await models.Checkpoint.all().count() <= len(devices) * batches
+
+
+async def test_no_receipt_when_the_commit_fails(
+    server: EmbeddedServer, enrolled: Enrol, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure inside the log transaction: nothing acknowledged, nothing half-written."""
+    device, client = await enrolled("cam-1")
+    device.shift(2)
+    await device.send(client, device.made[:2])
+    size_before = (await models.LogHead.get(id=1)).size
+    nodes_before = await models.LogNode.all().count()
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise OSError("disk gone")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(models.Record, "bulk_create", broken)
+        refused = await post(client, "cam-1", [m.signed.encoded for m in device.made[2:]])
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "unavailable"
+    assert (await models.LogHead.get(id=1)).size == size_before
+    assert await models.LogNode.all().count() == nodes_before
+    assert (await device.head(client)).next_seq == 2
+    # the device retries and gets its receipts, at the same log positions
+    answer = await device.send(client, device.made[2:])
+    assert all(o.receipt is not None for o in answer.outcomes)
+    receipt = Receipt.load(device.receipts[2], device.trust)  # type: ignore[arg-type]
+    assert receipt.index == size_before
+
+
+async def test_no_media_receipt_when_the_blob_store_fails(
+    server: EmbeddedServer, enrolled: Enrol, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    device, client = await enrolled("cam-1")
+    device.open_session()
+    segment = device.segment()
+    await device.send(client, device.made)
+    assert segment.media is not None
+    path = f"/api/v1/devices/cam-1/media/{segment.seq}"
+    from server.errors import StorageError
+
+    async def broken(key: str, path: object) -> bool:
+        raise StorageError("bucket unreachable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(server.services.uploads.blobs, "put_file", broken)
+        response = await client.put(path, params={"offset": 0}, content=segment.media)
+    assert response.status_code == 503
+    assert not await models.Media.filter(device="cam-1").exists()
+    held = MediaProgress.model_validate_json((await client.get(path)).content)
+    assert (held.offset, held.complete) == (len(segment.media), False)  # kept, resumable
+    progress = await device.upload_media(client, segment)
+    assert progress.complete
