@@ -10,7 +10,14 @@ which the ``event`` table holds unique. Accepted events go to an :class:`EventSi
 (the fleet state, :class:`server.fleet.Fleet`).
 
 The session is persistent (clean session off, a stable client id per replica), so
-announcements published while the server was down reach it when it reconnects.
+announcements published while the server was down reach it when it reconnects. One
+limit, measured with Mosquitto 2.0.11: a broker restart does not restore *shared*
+subscriptions from its persistence file (plain ones it does), so what devices publish
+between the broker's return and this consumer's re-subscription is not kept for it. A
+single replica can pass ``shared=False`` (a plain persistent subscription) to close that
+window; with several replicas, each would then receive every message (the duplicate check
+keeps the effect single, at N times the work). Events are also records of the signed chain,
+so no evidence and no chain-derived alert is lost either way; telemetry is superseded.
 Reconnects back off, capped, with jitter. This is the only module that imports aiomqtt.
 """
 
@@ -97,6 +104,7 @@ class EventConsumer:
         clock: Clock,
         *,
         client_id: str | None = None,
+        shared: bool = True,
     ) -> None:
         self.url = url
         self.group = group
@@ -104,6 +112,7 @@ class EventConsumer:
         self.metrics = metrics
         self.clock = clock
         self.client_id = client_id or f"{group}-{socket.gethostname()}"[:64]
+        self.shared = shared
         self.connected = asyncio.Event()
         self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
 
@@ -133,9 +142,10 @@ class EventConsumer:
         while True:
             try:
                 async with self._client() as client:
+                    group = self.group if self.shared else None
                     for channel in CHANNELS:
                         await client.subscribe(
-                            topics.subscription(channel, shared_group=self.group), qos=1
+                            topics.subscription(channel, shared_group=group), qos=1
                         )
                     self.connected.set()
                     delay = 1.0

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,6 +28,7 @@ from server.fleet import FleetMonitor
 from server.metrics import Metrics
 from server.mqtt import EventConsumer, Outcome
 from server.settings import Settings
+from tests.broker import Broker
 
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/test"
 BOOT = bytes(range(16))
@@ -374,3 +377,109 @@ async def test_http_contact_counts_as_seen_at_most_once_a_second(
     await fleet.seen("cam-8")
     state = await models.FleetState.get(device="cam-8")
     assert (state.last_seen, state.last_upload) == (clock.now, first)
+
+
+@pytest.fixture
+def restartable_broker() -> Iterator[Broker]:
+    """A private Mosquitto whose persistence works when the tests run as root.
+
+    Mosquitto started as root drops to its own user, which must reach and write the folder
+    of its persistence file; pytest's tmp_path sits under a 0700 folder, so use /tmp.
+    """
+    if not Broker.available():
+        pytest.skip("mosquitto not installed")
+    work = Path(tempfile.mkdtemp(prefix="unbroken-broker-"))
+    work.chmod(0o777)
+    broker = Broker(work)
+    try:
+        yield broker
+    finally:
+        broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@pytest.mark.network
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "shared",
+    [
+        pytest.param(
+            True,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="Mosquitto 2.0.11 does not restore shared subscriptions after a restart",
+            ),
+        ),
+        False,
+    ],
+    ids=["shared", "plain"],
+)
+async def test_consumer_gets_what_was_sent_while_it_or_the_broker_was_down(
+    db: Database,
+    fleet: FleetMonitor,
+    metrics: Metrics,
+    clock: Clock,
+    restartable_broker: Broker,
+    shared: bool,
+) -> None:
+    """FAULTS 11, server side: a persistent session keeps what the consumer missed."""
+    import aiomqtt
+
+    broker = restartable_broker
+    broker.start()
+    device = "cam-restarts"
+    signer = await enrol(device, clock)
+    group = f"restart-{uuid.uuid4().hex[:8]}"
+
+    def consumer() -> EventConsumer:
+        return EventConsumer(
+            broker.url, group, fleet, metrics, clock, client_id=group, shared=shared
+        )
+
+    async def publish(first: int, count: int) -> None:
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier=f"{group}-pub") as pub:
+            for n in range(first, first + count):
+                event = telemetry(device, n, battery_permille=n)
+                await pub.publish(topic_of(event), event.sign(signer), qos=1)
+
+    async def accepted() -> int:
+        return await models.Event.filter(device=device).count()
+
+    async def wait_for(count: int, seconds: float = 10) -> None:
+        async with asyncio.timeout(seconds):
+            while await accepted() < count:
+                await asyncio.sleep(0.05)
+
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            first = consumer()
+            runner = tasks.create_task(first.run(), name="mqtt-consumer-1")
+            async with asyncio.timeout(10):
+                await first.connected.wait()
+            await publish(0, 3)
+            await wait_for(3)
+            runner.cancel()  # the server goes away...
+        await publish(3, 2)  # ...while the device keeps announcing
+        await asyncio.to_thread(broker.stop)  # and the broker restarts meanwhile
+        await asyncio.to_thread(broker.start)
+        await publish(5, 2)  # published before the server is back
+        async with asyncio.TaskGroup() as tasks:
+            second = consumer()
+            runner = tasks.create_task(second.run(), name="mqtt-consumer-2")
+            async with asyncio.timeout(10):
+                await second.connected.wait()
+            await publish(0, 2)  # old messages again: duplicates, dropped
+            try:
+                try:
+                    await wait_for(7)
+                except TimeoutError:
+                    got = await models.Event.filter(device=device).values_list("n", flat=True)
+                    raise AssertionError(f"got {sorted(got)} counts {second.counts}") from None
+                async with asyncio.timeout(10):
+                    while second.counts[Outcome.DUPLICATE] < 2:
+                        await asyncio.sleep(0.05)
+            finally:
+                runner.cancel()
+    finally:
+        broker.stop()
+    assert await accepted() == 7
