@@ -34,7 +34,6 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiomqtt
-from tortoise.exceptions import IntegrityError
 
 from protocol import topics
 from protocol.errors import ProtocolError
@@ -42,6 +41,7 @@ from protocol.events import Event, EventKind
 from protocol.keys import key_id
 from server import models
 from server.alerts import AlertKind, Severity, raise_alert
+from server.db import IntegrityError
 from server.metrics import Metrics
 
 log = logging.getLogger(__name__)
