@@ -18,6 +18,8 @@ class AgentConfig(BaseModel):
     mqtt_url: str | None = None
     enrolment_token: str | None = None
     officer: str | None = None
+    #: Go on duty (notice, then continuous recording) as soon as the device boots.
+    duty_at_boot: bool = True
 
     segment_seconds: float = Field(default=1.0, ge=0.5, le=10.0)
     max_segment_seconds: float = Field(default=2.0, ge=0.5, le=20.0)

@@ -33,6 +33,7 @@ from protocol.record import RecordKind, SignedRecord, Suite
 
 log = logging.getLogger(__name__)
 
+DUTY_FILE = "state/duty"
 ANNOUNCED = {
     RecordKind.INCIDENT_OPEN: EventKind.INCIDENT_OPENED,
     RecordKind.INCIDENT_CLOSE: EventKind.INCIDENT_CLOSED,
@@ -109,6 +110,8 @@ class Agent:
         self.self_check: SelfCheck | None = None
         self._stopping = asyncio.Event()
         self._killed = False
+        self._duty = asyncio.Lock()
+        self._ready = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ hooks
@@ -132,15 +135,25 @@ class Agent:
         """Offset measured against the server, if any."""
         return self.syncer.state.clock_offset_us if self.syncer else None
 
+    def best_offset(self) -> int:
+        """The offset to act on: measured against the server, else as the OS reports it."""
+        measured = self.clock_offset()
+        return measured if measured is not None else self.board.clock.status().offset
+
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         """Boot: session, recovery, camera, self-check, duty."""
+        self._bind_controls()  # live at once; actions wait until the boot is done
+        unclean = not self.scan.clean
         await self.recorder.open_session("boot", self.scan)
         await self.board.camera.start(self._sink)
         await self.board.clock.sleep(1.0)  # let the camera deliver its first frames
         await self.run_self_check()
-        self._bind_controls()
-        await self.go_on_duty()
+        # After an unclean stop on duty (power cut, crash) the device resumes recording.
+        resume = unclean and self._was_on_duty()
+        if self.config.duty_at_boot or resume:
+            await self.go_on_duty()
+        self._ready.set()
 
     async def run_self_check(self) -> SelfCheck:
         """Check the device for the shift ahead; record and announce the result."""
@@ -176,7 +189,7 @@ class Agent:
             await self.recorder.open_session("duty")
         await self.notice("recording_start", Prompt.RECORDING_STARTED)
         await self.recorder.start_recording()
-        self.on_duty = True
+        self._set_duty(True)
         self.board.indicator.show(LedPattern.RECORDING)
         self.announcer.announce(EventKind.RECORDING_STARTED, {"officer": self.config.officer or ""})
         log.info("%s on duty: recording", self.identity.device)
@@ -188,10 +201,11 @@ class Agent:
         if self.writer.binding.incident:
             await self.close_incident()
         await self.recorder.close_session("off_duty")
-        self.on_duty = False
+        self._set_duty(False)
         self.board.indicator.show(LedPattern.IDLE)
         await self.board.speaker.play(Prompt.RECORDING_STOPPED)
         self.announcer.announce(EventKind.RECORDING_STOPPED, {})
+        log.info("%s off duty: session closed", self.identity.device)
 
     async def open_incident(self, case: str | None = None, label: str | None = None) -> str:
         """Open an incident (records stay continuous; the binding changes)."""
@@ -266,13 +280,37 @@ class Agent:
 
     def _spawn(self, coro: Any) -> None:
         # Button callbacks run on the loop thread; their work is short and tracked here so
-        # that stop() waits for it.
-        task = asyncio.get_running_loop().create_task(coro, name="button-action")
+        # that stop() waits for it. Presses during boot act once the boot is done.
+        task = asyncio.get_running_loop().create_task(self._when_ready(coro), name="button-action")
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    def _set_duty(self, on: bool) -> None:
+        """Remember duty across reboots (not evidence: a plain state file)."""
+        self.on_duty = on
+        path = self.config.store / DUTY_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("on" if on else "off")
+        tmp.replace(path)
+
+    def _was_on_duty(self) -> bool:
+        try:
+            return (self.config.store / DUTY_FILE).read_text() == "on"
+        except OSError:
+            return False
+
+    async def wait_ready(self) -> None:
+        """Return once the boot is done (session open, self-check run, duty as configured)."""
+        await self._ready.wait()
+
+    async def _when_ready(self, coro: Any) -> None:
+        await self._ready.wait()
+        await coro
+
     async def _toggle_duty(self) -> None:
-        await (self.go_off_duty() if self.on_duty else self.go_on_duty())
+        async with self._duty:  # one toggle at a time: a second hold waits for the first
+            await (self.go_off_duty() if self.on_duty else self.go_on_duty())
 
     async def _toggle_incident(self) -> None:
         if self.writer.binding.incident:
@@ -293,7 +331,6 @@ class Agent:
         storage = self.board.storage.state()
         bitrate = self.board.camera.config.bitrate + 64_000
         sync = self.syncer.state if self.syncer else None
-        offset = self.clock_offset()
         status = self.board.clock.status()
         body: dict[str, Any] = {
             "battery_permille": int(battery.percent * 10),
@@ -302,7 +339,7 @@ class Agent:
             "storage_free": storage.free,
             "storage_total": storage.total,
             "record_seconds_left": max(0, int(self.store.free() * 8 / bitrate)),
-            "clock_offset_us": offset if offset is not None else status.offset,
+            "clock_offset_us": self.best_offset(),
             "clock_synced": status.synced,
             "recording": self.recorder.recording,
             "backlog_records": sync.backlog_records if sync else 0,
@@ -323,13 +360,18 @@ class Agent:
         faulted = False
         while True:
             self.publish_telemetry()
-            offset = self.clock_offset()
-            if offset is not None and abs(offset) > limit and not faulted:
+            offset = self.best_offset()
+            if abs(offset) > limit and not faulted:
                 faulted = True
+                log.warning(
+                    "clock fault: offset %+.3f s over the %.1f s threshold",
+                    offset / 1e6,
+                    limit / 1e6,
+                )
                 await self.recorder.event(
                     RecordKind.CLOCK_FAULT, {"offset": offset, "threshold": limit}
                 )
-            elif offset is not None and abs(offset) <= limit:
+            elif abs(offset) <= limit:
                 faulted = False
             await self.board.clock.sleep(self.config.telemetry_seconds)
 

@@ -65,6 +65,7 @@ class SimulatedDevice:
         self.cuts = 0
         self._task: asyncio.Task[None] | None = None
         self.failures: list[BaseException] = []
+        self.duty_at_boot = True
 
     def config(self) -> AgentConfig:
         """The agent's settings."""
@@ -80,6 +81,7 @@ class SimulatedDevice:
             telemetry_seconds=s.telemetry_seconds,
             sync_seconds=s.sync_seconds,
             notice_seconds=0,
+            duty_at_boot=self.duty_at_boot,
         )
 
     async def _enrol(self, store: EvidenceStore) -> None:
@@ -115,6 +117,9 @@ class SimulatedDevice:
         self._task = asyncio.get_running_loop().create_task(
             self._run(self.agent), name=f"agent:{self.spec.device_id}:{self.boots}"
         )
+        ready = asyncio.get_running_loop().create_task(self.agent.wait_ready(), name="agent-ready")
+        await asyncio.wait({ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
         return self.agent
 
     async def _run(self, agent: Agent) -> None:
