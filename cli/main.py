@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import agent_cmd, ctl_cmd, verify_cmd
+from cli import agent_cmd, ctl_cmd, sim_cmd, verify_cmd
 
 app = typer.Typer(
     name="unbroken",
@@ -28,6 +28,7 @@ def _root() -> None:
 app.command("verify")(verify_cmd.verify)
 app.command("agent")(agent_cmd.agent)
 app.add_typer(ctl_cmd.ctl, name="ctl")
+app.add_typer(sim_cmd.sim, name="sim")
 
 
 def main() -> None:
