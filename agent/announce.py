@@ -175,7 +175,10 @@ class Announcer:
                 self.published += 1
 
     async def _commands(self, client: aiomqtt.Client) -> None:
+        mine = topics.topic(self.device, topics.Channel.COMMANDS)
         async for message in client.messages:
+            if str(message.topic) != mine:
+                continue  # some brokers echo other topics of the session; not commands
             payload = message.payload
             try:
                 raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()

@@ -138,7 +138,10 @@ class Agent:
     def best_offset(self) -> int:
         """The offset to act on: measured against the server, else as the OS reports it."""
         measured = self.clock_offset()
-        return measured if measured is not None else self.board.clock.status().offset
+        # A measurement blurred by a slow round trip says less than the OS's own estimate.
+        if measured is not None and self.syncer and self.syncer.state.clock_error_us <= 250_000:
+            return measured
+        return self.board.clock.status().offset
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -361,7 +364,12 @@ class Agent:
         while True:
             self.publish_telemetry()
             offset = self.best_offset()
-            if abs(offset) > limit and not faulted:
+            error = (
+                self.syncer.state.clock_error_us
+                if self.syncer and self.clock_offset() is not None
+                else 0
+            )
+            if abs(offset) - error > limit and not faulted:
                 faulted = True
                 log.warning(
                     "clock fault: offset %+.3f s over the %.1f s threshold",
@@ -371,7 +379,7 @@ class Agent:
                 await self.recorder.event(
                     RecordKind.CLOCK_FAULT, {"offset": offset, "threshold": limit}
                 )
-            elif abs(offset) <= limit:
+            elif abs(offset) + error <= limit:
                 faulted = False
             await self.board.clock.sleep(self.config.telemetry_seconds)
 

@@ -50,6 +50,7 @@ class SyncState:
     backlog_records: int = 0
     backlog_media: int = 0
     clock_offset_us: int | None = None
+    clock_error_us: int = 0
     passes: int = 0
     failures: int = 0
 
@@ -90,7 +91,9 @@ class Syncer:
         received = self.clock.wall()
         server_time = response.headers.get(TIME_HEADER)
         if server_time and server_time.isdigit():
+            # The midpoint estimate is off by at most half the round trip: keep both.
             self.state.clock_offset_us = (sent + received) // 2 - int(server_time)
+            self.state.clock_error_us = max(0, received - sent) // 2
         if response.status_code >= 400:
             raise SyncError(f"{method} {path}: HTTP {response.status_code} {response.text[:300]}")
         return response

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import agent_cmd, ctl_cmd, sim_cmd, verify_cmd
+from cli import agent_cmd, ctl_cmd, demo_cmd, server_cmd, sim_cmd, verify_cmd
 
 app = typer.Typer(
     name="unbroken",
@@ -25,6 +25,9 @@ def _root() -> None:
     """Body-worn camera evidence that stays whole: agent, server, verifier, simulator."""
 
 
+app.command("demo")(demo_cmd.demo)
+app.command("server")(server_cmd.server)
+app.command("enrol-token")(server_cmd.enrol_token)
 app.command("verify")(verify_cmd.verify)
 app.command("agent")(agent_cmd.agent)
 app.add_typer(ctl_cmd.ctl, name="ctl")

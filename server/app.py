@@ -23,7 +23,18 @@ from server.blobs import BlobStore
 from server.db import DATABASE_ERRORS
 from server.errors import ExportError, RequestError, ServerError
 from server.middleware import BodyLimit, DatabaseScope, ServerTimeHeader
-from server.routers import admin, bundle, chain, coverage, enrol, fleet, health, log, metrics
+from server.routers import (
+    admin,
+    bundle,
+    chain,
+    console,
+    coverage,
+    enrol,
+    fleet,
+    health,
+    log,
+    metrics,
+)
 from server.services import Clock, Services, open_services, wall_clock
 from server.settings import Settings
 
@@ -118,6 +129,6 @@ def create_app(
         logger.error("unexpected failure: %r", exc)
         return _problem(500, "internal", "internal error; it has been logged")
 
-    for module in (health, enrol, chain, log, admin, bundle, fleet, coverage, metrics):
+    for module in (health, enrol, chain, log, admin, bundle, fleet, coverage, metrics, console):
         app.include_router(module.router())
     return app

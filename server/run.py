@@ -43,13 +43,15 @@ async def serve(
     *,
     log_level: str = "info",
     stop: asyncio.Event | None = None,
+    clock: Clock | None = None,
+    keep_alive: float = 5.0,
 ) -> None:
     """Serve over HTTP until SIGINT/SIGTERM (or ``stop`` is set); shut down gracefully.
 
     Graceful: no new connections, requests in flight finish (up to 30 s), then the
     lifespan cancels and awaits the background tasks and closes the database.
     """
-    app = create_app(settings)
+    app = create_app(settings, clock=clock)
     config = uvicorn.Config(
         app,
         host=host,
@@ -57,6 +59,7 @@ async def serve(
         log_level=log_level,
         lifespan="on",
         timeout_graceful_shutdown=30,
+        timeout_keep_alive=int(keep_alive),
         proxy_headers=True,
         server_header=False,
     )

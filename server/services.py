@@ -266,7 +266,12 @@ def _build(
         from server.mqtt import EventConsumer  # noqa: PLC0415 - aiomqtt only when asked
 
         services.consumer = EventConsumer(
-            settings.mqtt_url, settings.mqtt_group, monitor, metrics, clock
+            settings.mqtt_url,
+            settings.mqtt_group,
+            monitor,
+            metrics,
+            clock,
+            shared=settings.mqtt_shared,
         )
     services.ingest.on_accepted = services.coverage_due
     services.ingest.on_segments = _count_segments(metrics)

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     mqtt_url: str | None = None
     mqtt_group: str = Field(default="unbroken-server", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     mqtt_version: Literal["3.1.1", "5"] = "3.1.1"
+    #: Subscribe through ``$share/<group>/...`` so that replicas split the load (Mosquitto,
+    #: EMQX). False for a single server or a broker without shared subscriptions (amqtt).
+    mqtt_shared: bool = True
 
     max_body_bytes: int = Field(default=32 * MIB, gt=0)
     max_media_bytes: int = Field(default=512 * MIB, gt=0)

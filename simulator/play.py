@@ -116,11 +116,16 @@ async def play(
     server: ServerHook | None = None,
     spec: DeviceSpec | None = None,
     transport: Transport | None = None,
+    device: SimulatedDevice | None = None,
 ) -> ScenarioResult:
-    """Run ``scenario`` on a fresh simulated device storing to ``store``."""
-    spec = spec or DeviceSpec(f"sim-{scenario.name.replace('_', '-')}"[:63], store, seed=seed)
-    spec.board = {**scenario.device, **spec.board}
-    device = SimulatedDevice(spec, timeline or Timeline(), transport)
+    """Run ``scenario`` on a fresh simulated device storing to ``store``.
+
+    Pass ``device`` (made, not yet booted) to keep a handle on it, e.g. to settle uploads.
+    """
+    if device is None:
+        spec = spec or DeviceSpec(f"sim-{scenario.name.replace('_', '-')}"[:63], store, seed=seed)
+        device = SimulatedDevice(spec, timeline or Timeline(), transport)
+    device.spec.board = {**scenario.device, **device.spec.board}
     device.duty_at_boot = False
     problems: list[str] = []
     skipped: list[str] = []

@@ -1,0 +1,56 @@
+"""``unbroken server`` and ``unbroken enrol-token``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from server.run import create_enrolment_token, get_admin_token, serve
+from server.settings import Settings, load_settings
+
+Data = Annotated[Path | None, typer.Option("--data", help="Data folder (database, blobs, keys).")]
+Config = Annotated[Path | None, typer.Option("--config", help="TOML settings ([server] table).")]
+
+
+def _settings(config: Path | None, data: Path | None) -> Settings:
+    try:
+        return load_settings(config, data=data)
+    except (ValidationError, OSError, ValueError) as exc:
+        typer.echo(f"unbroken server: bad settings: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def server(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8080,
+    data: Data = None,
+    config: Config = None,
+) -> None:
+    """Run the sync server (settings: env UNBROKEN_* or a TOML file; SQLite by default)."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = _settings(config, data)
+    typer.echo(
+        f"admin token in {settings.data}/keys/admin.token; console at http://{host}:{port}/console"
+    )
+    get_admin_token(settings)
+    asyncio.run(serve(settings, host, port))
+
+
+def enrol_token(
+    device: Annotated[
+        str | None, typer.Option("--device", help="Bind the token to this id.")
+    ] = None,
+    data: Data = None,
+    config: Config = None,
+) -> None:
+    """Make a one-time enrolment token for a device (printed once, stored as a hash)."""
+    settings = _settings(config, data)
+    issued = asyncio.run(create_enrolment_token(settings, device))
+    typer.echo(issued.token)
