@@ -29,6 +29,7 @@ from typing import IO
 from protocol import layout
 from protocol.cbor import bstr_item
 from protocol.errors import ProtocolError
+from protocol.hashing import sha256
 
 README = """This is an evidence export bundle of the unbroken body-worn camera system.
 
@@ -52,6 +53,8 @@ class BundleWriter:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self._chain: IO[bytes] | None = None
+        #: SHA-256 of each trust and log file written, for the manifest's ``files``.
+        self.files: dict[str, bytes] = {}
         self._chain_path: Path | None = None
 
     def _write(self, rel: str, data: bytes) -> None:
@@ -66,15 +69,19 @@ class BundleWriter:
 
     def trust(self, root: bytes, certificates: Iterable[bytes], revocations: bytes | None) -> None:
         """The root, the certificates, and the revocation list if there is one."""
-        self._write(layout.ROOT_FILE, root)
-        self._write(layout.CERTS_FILE, b"".join(bstr_item(c) for c in certificates))
+        self._write_listed(layout.ROOT_FILE, root)
+        self._write_listed(layout.CERTS_FILE, b"".join(bstr_item(c) for c in certificates))
         if revocations is not None:
-            self._write(layout.REVOCATIONS_FILE, revocations)
+            self._write_listed(layout.REVOCATIONS_FILE, revocations)
 
     def log(self, checkpoints: Iterable[bytes], consistency: Iterable[bytes]) -> None:
         """Signed checkpoints (ascending) and encoded consistency proofs between them."""
-        self._write(layout.CHECKPOINTS_FILE, b"".join(bstr_item(c) for c in checkpoints))
-        self._write(layout.CONSISTENCY_FILE, b"".join(bstr_item(p) for p in consistency))
+        self._write_listed(layout.CHECKPOINTS_FILE, b"".join(bstr_item(c) for c in checkpoints))
+        self._write_listed(layout.CONSISTENCY_FILE, b"".join(bstr_item(p) for p in consistency))
+
+    def _write_listed(self, rel: str, data: bytes) -> None:
+        self._write(rel, data)
+        self.files[rel] = sha256(data)
 
     def begin_chain(self, device: str) -> None:
         """Start writing the chain file of ``device``."""

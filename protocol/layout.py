@@ -29,6 +29,10 @@ CHAINS_DIR = "chains"
 BUNDLE_MEDIA_DIR = "media"
 OPENINGS_DIR = "openings"
 
+#: Bundle files whose SHA-256 the manifest lists (``files``): all must match, none may be
+#: added or dropped.
+LISTED_FILES = (ROOT_FILE, CERTS_FILE, REVOCATIONS_FILE, CHECKPOINTS_FILE, CONSISTENCY_FILE)
+
 # Store only.
 JOURNAL_DIR = "journal"
 STORE_MEDIA_DIR = "media"

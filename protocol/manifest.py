@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from protocol.wire import (
 )
 
 MAX_CHAINS = 10_000
+MAX_FILES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,9 @@ class Manifest:
     scope: str
     chains: tuple[ChainRange, ...]
     openings: bool
+    #: SHA-256 of each trust and log file of the bundle, by path: files that carry signed
+    #: items but are not signed as a whole (a duplicated or dropped item changes them).
+    files: Mapping[str, bytes] = field(default_factory=dict)
     encoded: bytes = field(default=b"", compare=False)
 
     def to_cbor(self) -> dict[str, Any]:
@@ -85,6 +90,7 @@ class Manifest:
             "scope": self.scope,
             "chains": [c.to_cbor() for c in self.chains],
             "openings": self.openings,
+            "files": dict(self.files),
         }
 
     def sign(self, signer: Signer) -> bytes:
@@ -99,7 +105,7 @@ class Manifest:
         body = check_map(
             msg.body(what),
             what,
-            {"v", "kind", "created", "log", "exporter", "scope", "chains", "openings"},
+            {"v", "kind", "created", "log", "exporter", "scope", "chains", "openings", "files"},
         )
         check_version(body, what)
         chains = body["chains"]
@@ -110,6 +116,16 @@ class Manifest:
         parsed = tuple(ChainRange.from_cbor(c) for c in chains)
         if len({c.device for c in parsed}) != len(parsed):
             raise DecodeError(f"{what}: a device is listed twice")
+        files = body["files"]
+        if (
+            not isinstance(files, Mapping)
+            or len(files) > MAX_FILES
+            or not all(
+                isinstance(k, str) and isinstance(v, bytes) and len(v) == HASH_LEN
+                for k, v in files.items()
+            )
+        ):
+            raise DecodeError(f"{what}: files must map paths to 32-byte hashes")
         return cls(
             get_int(body, "created", what),
             get_text(body, "log", what, limit=200),
@@ -117,5 +133,6 @@ class Manifest:
             get_text(body, "scope", what, limit=1000),
             parsed,
             get_bool(body, "openings", what),
+            dict(files),
             bytes(data),
         ), msg

@@ -101,6 +101,7 @@ class Exporter:
             scope,
             tuple(chains),
             request.openings,
+            bundle.files,
         ).sign(self.keys.server)
         await asyncio.to_thread(bundle.finish, manifest)
         log.info("exported %s: %d records, %d media files to %s", scope, records, media, out)

@@ -235,7 +235,13 @@ class Fleet:
                 )
             )
         manifest = Manifest(
-            final.time, LOG_NAME, "test exporter", "whole chains", tuple(chains), openings
+            final.time,
+            LOG_NAME,
+            "test exporter",
+            "whole chains",
+            tuple(chains),
+            openings,
+            writer.files,
         )
         writer.finish(manifest.sign(signer or self.server))
         return out

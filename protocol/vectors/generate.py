@@ -716,19 +716,27 @@ class Story:
             f"device {DEVICE}, whole chain",
             (chain,),
             True,
+            {path: sha256(data) for path, data in self.listed_files().items()},
         )
         return manifest.sign(self.keys["server"])
+
+    def listed_files(self) -> dict[str, bytes]:
+        """The trust and log files of the bundle, whose hashes the manifest lists."""
+        seq_items = cbor.bstr_item
+        return {
+            layout.ROOT_FILE: self.root,
+            layout.CERTS_FILE: b"".join(seq_items(c) for c in self.certs),
+            layout.REVOCATIONS_FILE: self.revocations,
+            layout.CHECKPOINTS_FILE: b"".join(seq_items(c) for c in self.checkpoints),
+            layout.CONSISTENCY_FILE: seq_items(self.consistency().encode()),
+        }
 
     def bundle_files(self) -> dict[str, bytes]:
         seq_items = cbor.bstr_item
         files = {
             "README.txt": README.encode(),
             layout.MANIFEST_FILE: self.manifest(),
-            layout.ROOT_FILE: self.root,
-            layout.CERTS_FILE: b"".join(seq_items(c) for c in self.certs),
-            layout.REVOCATIONS_FILE: self.revocations,
-            layout.CHECKPOINTS_FILE: b"".join(seq_items(c) for c in self.checkpoints),
-            layout.CONSISTENCY_FILE: seq_items(self.consistency().encode()),
+            **self.listed_files(),
             layout.chain_file(DEVICE): b"".join(seq_items(e) for e in self.chain_entries()),
         }
         for seq, (_, sealed, salt, plain) in sorted(self.media.items()):

@@ -6,6 +6,7 @@ feeds its chains, in order, to :class:`ChainChecker`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -16,12 +17,16 @@ from protocol.errors import DecodeError, ProtocolError
 from protocol.hashing import sha256_stream
 from protocol.journal import JournalScan, TornTail
 from protocol.layout import (
+    CERTS_FILE,
     CHAINS_DIR,
     CHECKPOINTS_FILE,
     CONSISTENCY_FILE,
     JOURNAL_DIR,
+    LISTED_FILES,
     MANIFEST_FILE,
     RECEIPTS_DIR,
+    REVOCATIONS_FILE,
+    ROOT_FILE,
     STORE_MEDIA_DIR,
     STORE_PRIVATE_DIRS,
     TORN_DIR,
@@ -45,6 +50,7 @@ from protocol.verify.stream import read_items
 from protocol.verify.trust import CheckpointCursor, check_checkpoints, checkpoints
 
 MAX_SMALL = 1 << 20
+_RECEIPT_NAME = re.compile(r"^\d{12}\.(record|media)\.cose$")
 Progress = Callable[[int, int], None]
 """Called with (records checked, media bytes hashed) as verification proceeds."""
 
@@ -157,6 +163,7 @@ def verify_bundle(
     except (ProtocolError, OSError) as exc:
         report.add(Code.MANIFEST_INVALID, f"{MANIFEST_FILE}: {exc}")
         return
+    _check_listed_files(container, manifest, report)
     final = check_checkpoints(container, CHECKPOINTS_FILE, CONSISTENCY_FILE, trust, report)
     if final is not None and final.log != manifest.log:
         report.add(
@@ -168,7 +175,7 @@ def verify_bundle(
         return checkpoints(container, CHECKPOINTS_FILE, trust, _Quiet(report))
 
     devices = {c.device for c in manifest.chains}
-    _unexpected_bundle_files(container, devices, report)
+    _unexpected_bundle_files(container, devices, report, manifest.openings)
     done = [0]
     for chain in manifest.chains:
         path = chain_file(chain.device)
@@ -200,6 +207,30 @@ def verify_bundle(
         media.finish()
 
 
+def _check_listed_files(container: Container, manifest: Manifest, report: Report) -> None:
+    """Trust and log files must be exactly those the manifest lists, byte for byte."""
+    for path in LISTED_FILES:
+        listed = manifest.files.get(path)
+        present = container.exists(path)
+        if listed is None and present:
+            report.add(Code.MANIFEST_MISMATCH, f"{path} is not listed in the manifest")
+        elif listed is not None and not present:
+            report.add(Code.MANIFEST_MISMATCH, f"{path} is listed in the manifest but missing")
+        elif listed is not None:
+            try:
+                digest, _ = _hash_file(container, path)
+            except (OSError, DecodeError) as exc:
+                report.add(Code.MANIFEST_MISMATCH, f"{path}: cannot read ({exc})")
+                continue
+            if digest != listed:
+                report.add(Code.MANIFEST_MISMATCH, f"{path} differs from what the manifest lists")
+    for path in manifest.files:
+        if path not in LISTED_FILES:
+            report.add(
+                Code.MANIFEST_MISMATCH, f"the manifest lists {path!r}, not a trust or log file"
+            )
+
+
 class _Quiet(Report):
     """A report sink that drops findings: for re-reading a file already checked once."""
 
@@ -217,7 +248,10 @@ class _Quiet(Report):
         return None
 
 
-def _unexpected_bundle_files(container: Container, devices: set[str], report: Report) -> None:
+def _unexpected_bundle_files(
+    container: Container, devices: set[str], report: Report, openings: bool
+) -> None:
+    folders = ("media", "openings") if openings else ("media",)
     fixed = {
         MANIFEST_FILE,
         CHECKPOINTS_FILE,
@@ -237,7 +271,7 @@ def _unexpected_bundle_files(container: Container, devices: set[str], report: Re
             and parts[1].removesuffix(".cborseq") in devices
         ):
             continue
-        if len(parts) == 3 and parts[0] in ("media", "openings") and parts[1] in devices:
+        if len(parts) == 3 and parts[0] in folders and parts[1] in devices:
             continue  # checked against the records by _SeqFiles
         report.add(Code.UNEXPECTED_FILE, f"{path}: not part of the bundle format")
 
@@ -270,6 +304,15 @@ class StoreMedia:
             return MediaStatus.CORRUPT, 0
         if digest != ref.hash or size != ref.length:
             return MediaStatus.CORRUPT, size
+        if self.container.exists(receipt_file(seq, "media")):
+            receipt = _load_receipt(self.container, self.trust, self.report, seq, "media")
+            if receipt is not None and receipt.media_hash != ref.hash:
+                self.report.add(
+                    Code.RECEIPT_INVALID,
+                    f"the media receipt of seq {seq} names other media",
+                    self.device,
+                    seq,
+                )
         return MediaStatus.OK, size
 
 
@@ -343,10 +386,13 @@ def verify_store(
     journals = []
     for name in container.listdir(JOURNAL_DIR):
         boot = parse_journal_name(name)
+        path = f"{JOURNAL_DIR}/{name}"
         if boot is None:
-            report.add(Code.UNEXPECTED_FILE, f"{JOURNAL_DIR}/{name}: not a journal file name")
+            report.add(Code.UNEXPECTED_FILE, f"{path}: not a journal file name")
+        elif not container.exists(path):  # a folder or a link: evidence is regular files
+            report.add(Code.UNEXPECTED_FILE, f"{path}: not a regular file")
         else:
-            journals.append(f"{JOURNAL_DIR}/{name}")
+            journals.append(path)
     if not journals:
         report.add(Code.TRUNCATED_HEAD, "the store holds no journal", device)
     done = 0
@@ -360,11 +406,20 @@ def verify_store(
                     progress(done, report.media_bytes)
         if scan.torn is not None:
             torn.append(scan.torn)
+    if checker.count == 0 and journals:
+        report.add(Code.TRUNCATED_HEAD, "the store's journals hold no record", device)
     checker.finish()
     media.files.finish()
     for name in container.listdir(TORN_DIR):
         path = f"{TORN_DIR}/{name}"
-        digest, size = _hash_file(container, path)
+        if not container.exists(path):
+            report.add(Code.UNEXPECTED_FILE, f"{path}: not a regular file")
+            continue
+        try:
+            digest, size = _hash_file(container, path)
+        except (OSError, DecodeError) as exc:
+            report.add(Code.TORN_UNEXPLAINED, f"{path}: cannot read ({exc})", device)
+            continue
         torn.append(TornTail(path, 0, size, digest))
     for tail in torn:
         explained = checker.explained_torn.get(tail.name)
@@ -388,8 +443,10 @@ def _unexpected_store_files(container: Container, report: Report) -> None:
         top = path.split("/", 1)[0]
         if top in STORE_PRIVATE_DIRS or is_documentation(path):
             continue
-        if top in ("trust", JOURNAL_DIR, STORE_MEDIA_DIR, TORN_DIR) or path == CHECKPOINTS_FILE:
+        if path in (ROOT_FILE, CERTS_FILE, REVOCATIONS_FILE, CHECKPOINTS_FILE):
             continue
-        if top == RECEIPTS_DIR and path.endswith((".record.cose", ".media.cose")):
+        if top in (JOURNAL_DIR, STORE_MEDIA_DIR, TORN_DIR):
+            continue  # named and checked by verify_store and _SeqFiles
+        if top == RECEIPTS_DIR and _RECEIPT_NAME.match(path.removeprefix(f"{RECEIPTS_DIR}/")):
             continue
         report.add(Code.UNEXPECTED_FILE, f"{path}: not part of the device store format")

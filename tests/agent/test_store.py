@@ -216,3 +216,50 @@ def test_forged_receipt_is_refused(tmp_path: Path) -> None:
     with pytest.raises(Exception, match="does not verify"):
         dev.store.save_receipt(seq, ReceiptKind.MEDIA, forged)
     assert dev.store.media_bytes(seq) is not None
+
+
+def test_planted_files_in_a_store_are_reported(tmp_path: Path) -> None:
+    dev = Device(tmp_path)
+    dev.segment()
+    dev.close()
+    (tmp_path / "trust" / "extra.cose").write_bytes(b"x")
+    (tmp_path / "receipts" / "note.cose").write_bytes(b"x")
+    found = [
+        f
+        for f in verify_path(tmp_path, dev.fingerprint).findings
+        if f.code.value == "UNEXPECTED_FILE"
+    ]
+    assert len(found) == 2
+
+
+def test_a_store_whose_journal_holds_nothing_is_not_authentic(tmp_path: Path) -> None:
+    dev = Device(tmp_path)
+    for name in (tmp_path / "journal").iterdir():
+        name.write_bytes(b"")
+    assert "TRUNCATED_HEAD" in codes(tmp_path, dev.fingerprint)
+
+
+def test_changed_media_receipt_is_caught_even_with_the_media_present(tmp_path: Path) -> None:
+    from protocol.hashing import sha256
+
+    dev = Device(tmp_path)
+    seq = dev.segment()
+    media = dev.store.media_bytes(seq)
+    assert media is not None
+    receipt = Receipt(
+        ReceiptKind.MEDIA,
+        DEV,
+        seq,
+        bytes(32),
+        dev.wall,
+        media_hash=sha256(media),
+        media_len=len(media),
+    ).sign(dev.server)
+    dev.store.save_receipt(seq, ReceiptKind.MEDIA, receipt)
+    dev.close()
+    assert verify_path(tmp_path, dev.fingerprint).verdict == "authentic"
+    path = tmp_path / layout.receipt_file(seq, "media")
+    data = bytearray(path.read_bytes())
+    data[-10] ^= 1
+    path.write_bytes(bytes(data))
+    assert "RECEIPT_INVALID" in codes(tmp_path, dev.fingerprint)

@@ -399,11 +399,6 @@ def _store(root: Path) -> Path:
     return root
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DecodeError,
-    reason="SPEC.md 19.1, verify/ bug: a symlinked journal in a store escapes verify_path",
-)
 def test_store_with_a_symlinked_journal(tmp_path: Path) -> None:
     store = _store(tmp_path / "store")
     (tmp_path / "elsewhere").write_bytes(b"")
@@ -411,11 +406,6 @@ def test_store_with_a_symlinked_journal(tmp_path: Path) -> None:
     _verify(store)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=DecodeError,
-    reason="SPEC.md 19.1, verify/ bug: a symlink in a store's torn/ escapes verify_path",
-)
 def test_store_with_a_symlink_in_torn(tmp_path: Path) -> None:
     store = _store(tmp_path / "store")
     (store / "torn").mkdir()
@@ -423,11 +413,6 @@ def test_store_with_a_symlink_in_torn(tmp_path: Path) -> None:
     _verify(store)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=IsADirectoryError,
-    reason="SPEC.md 19.1, verify/ bug: a folder in a store's torn/ escapes verify_path",
-)
 def test_store_with_a_folder_in_torn(tmp_path: Path) -> None:
     store = _store(tmp_path / "store")
     (store / "torn" / "sub").mkdir(parents=True)

@@ -390,3 +390,48 @@ def test_unexplained_gap_is_a_warning(tmp_path: Path) -> None:
 def test_bad_trust_pin_is_reported(bundle: Path) -> None:
     report = verify_path(bundle, "sha256:" + "00" * 32)
     assert "UNTRUSTED_ROOT" in codes(report)
+
+
+# ------------------------------------------------- trust and log files are listed in the manifest
+def _items(path: Path) -> list[bytes]:
+    return list(cbor.iter_bstr_sequence(path.read_bytes()))
+
+
+def _write_items(path: Path, items: list[bytes]) -> None:
+    path.write_bytes(b"".join(cbor.bstr_item(i) for i in items))
+
+
+@pytest.mark.parametrize(
+    "name", [layout.CERTS_FILE, layout.CHECKPOINTS_FILE, layout.CONSISTENCY_FILE]
+)
+def test_duplicated_item_in_a_listed_file(bundle: Path, check: Check, name: str) -> None:
+    items = _items(bundle / name)
+    _write_items(bundle / name, [*items, items[0]])
+    assert "MANIFEST_MISMATCH" in codes(check(bundle))
+
+
+def test_dropped_earlier_checkpoints(bundle: Path, check: Check) -> None:
+    items = _items(bundle / layout.CHECKPOINTS_FILE)
+    _write_items(bundle / layout.CHECKPOINTS_FILE, items[-1:])
+    assert check(bundle).verdict == "not_authentic"
+
+
+def test_removed_revocation_list(tmp_path: Path) -> None:
+    fleet = Fleet()
+    dev = fleet.device(DEV)
+    dev.shift(2)
+    fleet.revoke(DEV)
+    bundle = fleet.export(tmp_path / "b")
+    (bundle / layout.REVOCATIONS_FILE).unlink()
+    assert "MANIFEST_MISMATCH" in codes(verify_path(bundle, fleet.fingerprint))
+
+
+def test_planted_openings_when_the_export_has_none(
+    fleet: Fleet, tmp_path: Path, check: Check
+) -> None:
+    bundle = fleet.export(tmp_path / "b", openings=False)
+    assert check(bundle).verdict == "authentic"
+    planted = bundle / layout.bundle_opening(DEV, 1)
+    planted.parent.mkdir(parents=True)
+    planted.write_bytes(b"\x00" * 64)
+    assert "UNEXPECTED_FILE" in codes(check(bundle))
