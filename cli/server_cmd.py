@@ -17,9 +17,9 @@ Data = Annotated[Path | None, typer.Option("--data", help="Data folder (database
 Config = Annotated[Path | None, typer.Option("--config", help="TOML settings ([server] table).")]
 
 
-def _settings(config: Path | None, data: Path | None) -> Settings:
+def _settings(config: Path | None, data: Path | None, **more: object) -> Settings:
     try:
-        return load_settings(config, data=data)
+        return load_settings(config, data=data, **more)
     except (ValidationError, OSError, ValueError) as exc:
         typer.echo(f"unbroken server: bad settings: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -30,12 +30,15 @@ def server(
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8080,
     data: Data = None,
     config: Config = None,
+    mqtt: Annotated[
+        str | None, typer.Option("--mqtt", help="Broker to consume announcements from.")
+    ] = None,
 ) -> None:
     """Run the sync server (settings: env UNBROKEN_* or a TOML file; SQLite by default)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    settings = _settings(config, data)
+    settings = _settings(config, data, mqtt_url=mqtt)
     typer.echo(
         f"admin token in {settings.data}/keys/admin.token; console at http://{host}:{port}/console"
     )

@@ -172,8 +172,7 @@ async def _fleet(
             fleet.append(SimulatedDevice(spec, timeline))
     with _progress() as progress:
         task = progress.add_task(f"{devices} devices", total=seconds)
-        for device in fleet:
-            await device.boot()
+        await asyncio.gather(*(device.boot() for device in fleet))
         start = timeline.now()
         while (left := start + seconds - timeline.now()) > 0:
             await timeline.sleep(min(left, 1.0))

@@ -353,15 +353,14 @@ class RecordIngest:
 
     async def ingest(self, device: str, raws: list[bytes]) -> RecordReceipts:
         """Check, log and receipt a batch of signed records of ``device``, in seq order."""
-        before_stats = (self.stats.segments_verified, self.stats.segments_rejected)
-        try:
-            return await self._ingest(device, raws)
-        finally:
-            if self.on_segments is not None:
-                verified = self.stats.segments_verified - before_stats[0]
-                rejected = self.stats.segments_rejected - before_stats[1]
-                if verified or rejected:
-                    self.on_segments(device, verified, rejected)
+        return await self._ingest(device, raws)
+
+    def _count(self, device: str, verified: int, rejected: int) -> None:
+        # Counted per device where it happens: other devices' batches run concurrently.
+        self.stats.segments_verified += verified
+        self.stats.segments_rejected += rejected
+        if self.on_segments is not None and (verified or rejected):
+            self.on_segments(device, verified, rejected)
 
     async def _ingest(self, device: str, raws: list[bytes]) -> RecordReceipts:
         async with self._lock(device):
@@ -384,15 +383,20 @@ class RecordIngest:
                     committed = await self.writer.submit(batch)
                 except RequestError:
                     self.stats.records_rejected += len(accepted)
-                    self.stats.segments_rejected += sum(
-                        1 for _, s in accepted if s.record.kind is RecordKind.SEGMENT
+                    self._count(
+                        device,
+                        0,
+                        sum(1 for _, s in accepted if s.record.kind is RecordKind.SEGMENT),
                     )
                     raise
                 for (slot, signed), receipt in zip(accepted, committed.receipts, strict=True):
                     outcomes[slot] = RecordOutcome(seq=signed.record.seq, receipt=b64e(receipt))
                     self.stats.records_verified += 1
-                    if signed.record.kind is RecordKind.SEGMENT:
-                        self.stats.segments_verified += 1
+                self._count(
+                    device,
+                    sum(1 for _, s in accepted if s.record.kind is RecordKind.SEGMENT),
+                    0,
+                )
                 checkpoint = committed.checkpoint
             else:
                 newest = await models.Checkpoint.all().order_by("-size").first()
@@ -439,7 +443,7 @@ class RecordIngest:
                     outcomes.append(RecordOutcome(seq=seq, error=f"not processed: {failed}"))
                 self.stats.records_rejected += 1
                 if signed is not None and signed.record.kind is RecordKind.SEGMENT:
-                    self.stats.segments_rejected += 1
+                    self._count(row.id, 0, 1)
                 continue
             accepted.append((len(outcomes), signed))
             outcomes.append(RecordOutcome(seq=seq))
