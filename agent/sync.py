@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
@@ -76,6 +77,7 @@ class Syncer:
         self.interval = interval
         self.state = SyncState()
         self._wake = asyncio.Event()
+        self._receipted_below = 0
 
     def poke(self) -> None:
         """Something new to upload: sync soon."""
@@ -104,23 +106,15 @@ class Syncer:
             (await self._call("GET", f"/devices/{self.device}/head")).content
         )
         local_next = self.writer.next_seq
+        # Records the server holds but whose receipt never reached the medium (the answer was
+        # lost to a power cut or a dropped connection) are sent again: the server answers a
+        # record it holds with its stored receipt.
+        for resend in _batches(self._unreceipted_below(min(head.next_seq, local_next))):
+            await self._send_records(resend)
         seq = head.next_seq
         while seq < local_next:
             upto = min(local_next, seq + MAX_BATCH)
-            batch = RecordBatch(
-                records=[b64e(self.store.record_bytes(s)) for s in range(seq, upto)]
-            )
-            answer = RecordReceipts.model_validate_json(
-                (
-                    await self._call(
-                        "POST",
-                        f"/devices/{self.device}/records",
-                        content=batch.model_dump_json(),
-                        headers={"content-type": "application/json"},
-                    )
-                ).content
-            )
-            self._keep_receipts(answer)
+            await self._send_records(range(seq, upto))
             seq = upto
         self.state.backlog_records = 0
         pending = [s for s in self.store.unreceipted_media() if s < local_next]
@@ -129,6 +123,28 @@ class Syncer:
             await self._upload_media(media_seq)
             self.state.backlog_media -= 1
         self.state.passes += 1
+
+    def _unreceipted_below(self, end: int) -> list[int]:
+        """Seqs below ``end`` without a record receipt; remembers where all are receipted."""
+        while self._receipted_below < end and self.store.has_receipt(
+            self._receipted_below, ReceiptKind.RECORD
+        ):
+            self._receipted_below += 1
+        return [
+            s
+            for s in range(self._receipted_below, end)
+            if not self.store.has_receipt(s, ReceiptKind.RECORD)
+        ]
+
+    async def _send_records(self, seqs: Sequence[int]) -> None:
+        batch = RecordBatch(records=[b64e(self.store.record_bytes(s)) for s in seqs])
+        response = await self._call(
+            "POST",
+            f"/devices/{self.device}/records",
+            content=batch.model_dump_json(),
+            headers={"content-type": "application/json"},
+        )
+        self._keep_receipts(RecordReceipts.model_validate_json(response.content))
 
     def _keep_receipts(self, answer: RecordReceipts) -> None:
         for outcome in answer.outcomes:
@@ -204,3 +220,14 @@ class Syncer:
             finally:
                 sleeper.cancel()
                 waker.cancel()
+
+
+def _batches(seqs: list[int]) -> list[list[int]]:
+    """Runs of consecutive seqs, each at most a batch long."""
+    out: list[list[int]] = []
+    for seq in seqs:
+        if out and out[-1][-1] == seq - 1 and len(out[-1]) < MAX_BATCH:
+            out[-1].append(seq)
+        else:
+            out.append([seq])
+    return out

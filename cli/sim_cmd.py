@@ -170,15 +170,49 @@ async def _fleet(
                 },
             )
             fleet.append(SimulatedDevice(spec, timeline))
-    with _progress() as progress:
-        task = progress.add_task(f"{devices} devices", total=seconds)
-        await asyncio.gather(*(device.boot() for device in fleet))
-        start = timeline.now()
-        while (left := start + seconds - timeline.now()) > 0:
-            await timeline.sleep(min(left, 1.0))
-            progress.update(task, completed=timeline.now() - start)
-        await asyncio.gather(*(d.stop() for d in fleet))
-    return list(await asyncio.gather(*(settle(d) for d in fleet)))
+        # As at the start of a shift: enrolled, checked out to an officer (R-DEV-2), on duty.
+        await asyncio.gather(*(device.enrol() for device in fleet))
+        await asyncio.gather(*(_custody(admin, d, "check_out") for d in fleet))
+        with _progress() as progress:
+            task = progress.add_task(f"{devices} devices", total=seconds)
+            await asyncio.gather(*(device.boot() for device in fleet))
+            start = timeline.now()
+            said = start
+            while (left := start + seconds - timeline.now()) > 0:
+                await timeline.sleep(min(left, 1.0))
+                progress.update(task, completed=timeline.now() - start)
+                if not err.is_terminal and timeline.now() - said >= 10:
+                    said = timeline.now()
+                    err.print(_fleet_line(fleet, said - start, seconds))
+            await asyncio.gather(*(d.stop() for d in fleet))
+        if not err.is_terminal:
+            err.print(_fleet_line(fleet, seconds, seconds) + "; settling")
+        outcomes = list(await asyncio.gather(*(settle(d) for d in fleet)))
+        await asyncio.gather(*(_custody(admin, d, "check_in") for d in fleet))
+    return outcomes
+
+
+def _fleet_line(fleet: list[SimulatedDevice], done: float, seconds: float) -> str:
+    """A progress line for logs (a terminal gets the progress bar instead)."""
+    agents = [d.agent for d in fleet if d.agent is not None]
+    segments = sum(a.recorder.segments_written for a in agents)
+    backlog = sum(a.syncer.state.backlog_media for a in agents if a.syncer is not None)
+    return (
+        f"{done:.0f}/{seconds:.0f} s simulated: {len(agents)} devices, "
+        f"{segments} segments recorded, {backlog} awaiting upload"
+    )
+
+
+async def _custody(admin: httpx.AsyncClient, device: SimulatedDevice, action: str) -> None:
+    answer = await admin.post(
+        f"{API_PREFIX}/admin/devices/{device.spec.device_id}/custody",
+        json={"action": action, "officer": device.spec.officer, "actor": "unbroken sim fleet"},
+    )
+    if answer.status_code != 200:
+        raise typer.BadParameter(
+            f"the server refused to {action.replace('_', ' ')} {device.spec.device_id}: "
+            f"HTTP {answer.status_code} {answer.text[:200]}"
+        )
 
 
 @sim.command("fleet")

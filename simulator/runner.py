@@ -97,8 +97,7 @@ class SimulatedDevice:
         else:
             provision_test_enrolment(store, s.store, s.device_id, self.clock.wall())
 
-    async def boot(self) -> Agent:
-        """Power on (first time or after a cut) and start the agent in the background."""
+    def _power_on(self) -> EvidenceStore:
         if self.board is None:
             self.spec.store.mkdir(parents=True, exist_ok=True)
             self.board = simulated_board(
@@ -107,7 +106,16 @@ class SimulatedDevice:
             self.board.power.on_cut.append(self._killed)
         elif not self.board.power.on:
             self.board.power.restore()
-        store = EvidenceStore(self.board.storage)
+        return EvidenceStore(self.board.storage)
+
+    async def enrol(self) -> None:
+        """Enrol without starting the agent (a fleet manager then checks the device out)."""
+        await self._enrol(self._power_on())
+
+    async def boot(self) -> Agent:
+        """Power on (first time or after a cut) and start the agent in the background."""
+        store = self._power_on()
+        assert self.board is not None
         await self._enrol(store)
         identity = load_identity(store, self.spec.store, self.spec.device_id)
         transport = self.transport() if self.transport else None

@@ -328,6 +328,26 @@ async def test_sync_is_idempotent_and_resumes(camera: Camera) -> None:
     assert camera.store.unreceipted_media() == []
 
 
+async def test_a_receipt_lost_in_transit_is_fetched_again(camera: Camera) -> None:
+    """The server logged a batch but its answer never reached the medium (a power cut
+    between the two): the next pass sends those records again and keeps their receipts."""
+    camera.open_session()
+    for _ in range(4):
+        camera.segment()
+    syncer = camera.syncer()
+    await syncer.sync_once()
+    kept = {s: (camera.root / layout.receipt_file(s, "record")).read_bytes() for s in (1, 3)}
+    for seq in kept:
+        (camera.root / layout.receipt_file(seq, "record")).unlink()
+    camera.close()
+    await syncer.sync_once()
+    assert camera.writer is not None
+    for seq in range(camera.writer.next_seq):
+        assert camera.store.has_receipt(seq, ReceiptKind.RECORD), seq
+    for seq, data in kept.items():
+        assert (camera.root / layout.receipt_file(seq, "record")).read_bytes() == data
+
+
 async def test_other_devices_token_and_strangers_are_refused(camera: Camera) -> None:
     client = camera.client
     assert client is not None
