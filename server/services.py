@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -271,6 +272,9 @@ def _build(
             monitor,
             metrics,
             clock,
+            # Unique per replica (two replicas on one host must not take over each other's
+            # session) and stable across restarts (the broker keeps the persistent session).
+            client_id=f"{settings.mqtt_group}-{settings.server_name}-{socket.gethostname()}"[:64],
             shared=settings.mqtt_shared,
         )
     services.ingest.on_accepted = services.coverage_due
