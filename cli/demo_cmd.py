@@ -27,6 +27,7 @@ from server.run import get_admin_token, serve
 from server.settings import Settings
 from simulator.clock import Timeline, run
 from simulator.fleet import settle
+from simulator.operator import Operator
 from simulator.play import play
 from simulator.runner import DeviceSpec, SimulatedDevice
 from simulator.scenario import builtin
@@ -128,10 +129,15 @@ async def _demo(
                 )
                 names.append(name)
             fleet = [SimulatedDevice(spec, timeline) for _, spec in specs]
+            # The scenarios' server steps (revoke a lost device...) go through the admin API;
+            # as at a shift's start, each device is enrolled and checked out to its officer.
+            operator = Operator(url, admin_token, actor="unbroken demo")
+            await asyncio.gather(*(device.enrol() for device in fleet))
+            await asyncio.gather(*(operator.custody(device, "check_out") for device in fleet))
             for (scenario, spec), device in zip(specs, fleet, strict=True):
                 plays.append(
                     group.create_task(
-                        play(scenario, spec.store, device=device),
+                        play(scenario, spec.store, device=device, server=operator),
                         name=f"play:{spec.device_id}",
                     )
                 )

@@ -29,6 +29,7 @@ from server.schemas import ExportRequest
 from server.settings import Settings
 from simulator.clock import Timeline, run
 from simulator.fleet import DeviceOutcome, settle
+from simulator.operator import Operator, OperatorError
 from simulator.runner import DeviceSpec, SimulatedDevice
 
 sim = typer.Typer(
@@ -172,7 +173,8 @@ async def _fleet(
             fleet.append(SimulatedDevice(spec, timeline))
         # As at the start of a shift: enrolled, checked out to an officer (R-DEV-2), on duty.
         await asyncio.gather(*(device.enrol() for device in fleet))
-        await asyncio.gather(*(_custody(admin, d, "check_out") for d in fleet))
+        operator = Operator(server_url, admin_token, actor="unbroken sim fleet")
+        await asyncio.gather(*(operator.custody(d, "check_out") for d in fleet))
         with _progress() as progress:
             task = progress.add_task(f"{devices} devices", total=seconds)
             await asyncio.gather(*(device.boot() for device in fleet))
@@ -188,7 +190,7 @@ async def _fleet(
         if not err.is_terminal:
             err.print(_fleet_line(fleet, seconds, seconds) + "; settling")
         outcomes = list(await asyncio.gather(*(settle(d) for d in fleet)))
-        await asyncio.gather(*(_custody(admin, d, "check_in") for d in fleet))
+        await asyncio.gather(*(operator.custody(d, "check_in") for d in fleet))
     return outcomes
 
 
@@ -201,18 +203,6 @@ def _fleet_line(fleet: list[SimulatedDevice], done: float, seconds: float) -> st
         f"{done:.0f}/{seconds:.0f} s simulated: {len(agents)} devices, "
         f"{segments} segments recorded, {backlog} awaiting upload"
     )
-
-
-async def _custody(admin: httpx.AsyncClient, device: SimulatedDevice, action: str) -> None:
-    answer = await admin.post(
-        f"{API_PREFIX}/admin/devices/{device.spec.device_id}/custody",
-        json={"action": action, "officer": device.spec.officer, "actor": "unbroken sim fleet"},
-    )
-    if answer.status_code != 200:
-        raise typer.BadParameter(
-            f"the server refused to {action.replace('_', ' ')} {device.spec.device_id}: "
-            f"HTTP {answer.status_code} {answer.text[:200]}"
-        )
 
 
 @sim.command("fleet")
@@ -246,12 +236,22 @@ def fleet(
 
         admin_token = get_admin_token(Settings(data=data or Path("unbroken-data")))
     with tempfile.TemporaryDirectory(prefix="unbroken-fleet-") as tmp:
-        outcomes = run(
-            _fleet(
-                server.rstrip("/"), mqtt, devices, seconds, admin_token, work or Path(tmp), prefix
-            ),
-            speed=speed,
-        )
+        try:
+            outcomes = run(
+                _fleet(
+                    server.rstrip("/"),
+                    mqtt,
+                    devices,
+                    seconds,
+                    admin_token,
+                    work or Path(tmp),
+                    prefix,
+                ),
+                speed=speed,
+            )
+        except (OperatorError, httpx.HTTPError) as exc:
+            err.print(f"unbroken sim fleet: {exc}")
+            raise typer.Exit(1) from exc
     settled = sum(o.settled for o in outcomes)
     for o in outcomes:
         typer.echo(json.dumps(o.__dict__ if hasattr(o, "__dict__") else _row(o)))

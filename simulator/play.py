@@ -2,9 +2,12 @@
 
 Hardware steps go to :func:`simulator.drive.apply_to_board`; ``api`` steps call the agent
 as its local API would; ``check`` steps are asserted on the spot; power returning starts
-a new boot. ``server`` steps need a server hook (the demo and the e2e tests pass one);
-without it they are reported as skipped. At the end the device store is verified offline
-and the scenario's expectations are checked against that report.
+a new boot. ``server`` steps need a server hook (an :class:`~simulator.operator.Operator`,
+which the demo and the e2e tests pass); without one, or when the server does not offer the
+action, they are reported as skipped. At the end the device store is verified offline and
+the scenario's expectations are checked against that report; the expectations about the
+server (``revoked``, ``all_receipted``, ``legal_hold``) are checked with the operator, or
+reported as skipped.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from protocol.record import RecordKind, SignedRecord
 from protocol.verify import Report, verify_path
 from simulator.clock import Timeline
 from simulator.drive import apply_to_board
+from simulator.fleet import settle
+from simulator.operator import Operator, UnsupportedStepError
 from simulator.runner import DeviceSpec, SimulatedDevice, Transport
 from simulator.scenario import Api, Check, Lose, Note, PowerRestore, Scenario, Server, Step
 
@@ -145,7 +150,32 @@ async def play(
     report = verify_path(store)
     result = ScenarioResult(scenario.name, report, problems, skipped, record_kinds(store))
     result.problems.extend(_expectations(scenario, result, device))
+    result.problems.extend(await _server_expectations(scenario, result, device, server))
     return result
+
+
+async def _server_expectations(
+    scenario: Scenario, result: ScenarioResult, device: SimulatedDevice, server: ServerHook | None
+) -> list[str]:
+    expect, out = scenario.expect, []
+    operator = server if isinstance(server, Operator) else None
+    if expect.all_receipted is not None:
+        if device.spec.server_url:
+            settled = (await settle(device)).settled
+            if settled != expect.all_receipted:
+                out.append(f"all receipted: {settled}, expected {expect.all_receipted}")
+        else:
+            result.skipped.append("expect all_receipted: no server")
+    if expect.revoked is not None:
+        if operator is None:
+            result.skipped.append("expect revoked: no server operator")
+        else:
+            info = await operator.device(device.spec.device_id)
+            if (info.get("revoked") is not None) != expect.revoked:
+                out.append(f"revoked: {info.get('revoked')}, expected {expect.revoked}")
+    if expect.legal_hold is not None:
+        result.skipped.append(f"expect legal hold {expect.legal_hold}: not offered by the server")
+    return out
 
 
 async def _perform(
@@ -168,7 +198,10 @@ async def _perform(
             if server is None:
                 skipped.append(f"t={step.at:g} s server {step.action}: no server")
             else:
-                await server(device, step)
+                try:
+                    await server(device, step)
+                except UnsupportedStepError as exc:
+                    skipped.append(f"t={step.at:g} s server {step.action}: {exc}")
         case Lose():
             device.board.link.inject_down()
         case Note():
