@@ -194,7 +194,11 @@ class Agent:
         await self.recorder.start_recording()
         self._set_duty(True)
         self.board.indicator.show(LedPattern.RECORDING)
-        self.announcer.announce(EventKind.RECORDING_STARTED, {"officer": self.config.officer or ""})
+        started: dict[str, Any] = {"officer": self.config.officer or ""}
+        if self.self_check is not None and not self.self_check.passed:
+            # On duty after a failed self-check: allowed, and flagged to the fleet manager.
+            started["self_check_failed"] = [i.name for i in self.self_check.items if not i.passed]
+        self.announcer.announce(EventKind.RECORDING_STARTED, started)
         log.info("%s on duty: recording", self.identity.device)
 
     async def go_off_duty(self) -> None:
