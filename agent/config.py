@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,6 +17,9 @@ class AgentConfig(BaseModel):
     store: Path
     server_url: str | None = None
     mqtt_url: str | None = None
+    #: "auto" offers MQTT 5 and falls back to 3.1.1 when the broker refuses it; "3.1.1" and
+    #: "5" pin the version (ARCHITECTURE §6: nothing essential depends on MQTT 5).
+    mqtt_protocol: Literal["auto", "3.1.1", "5"] = "auto"
     enrolment_token: str | None = None
     officer: str | None = None
     #: Go on duty (notice, then continuous recording) as soon as the device boots.

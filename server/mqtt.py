@@ -1,16 +1,25 @@
 """The MQTT consumer: signed status, events and telemetry from the fleet.
 
 The consumer subscribes to every device's status, events and telemetry through shared
-subscriptions (``$share/{group}/...``, MQTT 3.1.1, which Mosquitto and EMQX accept), so
-that several server replicas split the messages between them. Each payload is a
+subscriptions (``$share/{group}/...``, which Mosquitto and EMQX accept from MQTT 3.1.1 and 5
+clients alike), so that several server replicas split the messages between them. Each payload is a
 :class:`protocol.events.Event` signed by the device key; it is accepted only if the
 device in the payload is the device in the topic and the signature verifies against
 that device's enrolled key. Duplicates and replays are dropped by ``(device, boot, n)``,
 which the ``event`` table holds unique. Accepted events go to an :class:`EventSink`
 (the fleet state, :class:`server.fleet.Fleet`).
 
-The session is persistent (clean session off, a stable client id per replica), so
-announcements published while the server was down reach it when it reconnects. One
+Protocol (ARCHITECTURE §6): ``"3.1.1"`` and ``"5"`` pin the MQTT version. ``"auto"`` (the
+default) asks the broker once whether it speaks MQTT 5, with a bare MQTT 5 CONNECT under a
+throwaway client id (``<id>-probe``: clean start, no properties, no credentials, so that
+even a 3.1.1 broker that reads packets field by field, like amqtt, can parse and refuse
+it). A refusal for the protocol version means MQTT 3.1.1, any other answer MQTT 5; the
+choice holds for later reconnects, and a real MQTT 5 CONNECT refused for its version also
+moves the consumer to 3.1.1. Nothing here depends on MQTT 5.
+
+The session is persistent (a stable client id per replica; clean session off in 3.1.1,
+clean start off with a session expiry of :data:`SESSION_EXPIRY_S` in 5), so announcements
+published while the server was down reach it when it reconnects. One
 limit, measured with Mosquitto 2.0.11: a broker restart does not restore *shared*
 subscriptions from its persistence file (plain ones it does), so what devices publish
 between the broker's return and this consumer's re-subscription is not kept for it. A
@@ -30,10 +39,14 @@ import socket
 import ssl
 from collections.abc import Callable, Mapping
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
 import aiomqtt
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from protocol import topics
 from protocol.errors import ProtocolError
@@ -52,6 +65,31 @@ log = logging.getLogger(__name__)
 QUEUE_MESSAGES = 10_000
 CHANNELS = (topics.Channel.STATUS, topics.Channel.EVENTS, topics.Channel.TELEMETRY)
 MAX_BACKOFF = 60.0
+MqttProtocol = Literal["auto", "3.1.1", "5"]
+#: How long an MQTT 5 broker keeps this replica's session (subscriptions and the messages
+#: queued for it) while the server is away.
+SESSION_EXPIRY_S = 7 * 24 * 3600
+#: CONNACK codes of a broker refusing the protocol version: 3.1.1's 0x01, MQTT 5's 0x84.
+UNSUPPORTED_VERSION = frozenset({1, 0x84})
+VERSION_NAME = {aiomqtt.ProtocolVersion.V311: "3.1.1", aiomqtt.ProtocolVersion.V5: "5"}
+
+
+def refused_version(exc: BaseException) -> bool:
+    """Whether ``exc`` is a broker refusing the CONNECT for its protocol version."""
+    if not isinstance(exc, MqttConnectError):
+        return False
+    code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
+    return code in UNSUPPORTED_VERSION
+
+
+def session_options(version: aiomqtt.ProtocolVersion) -> dict[str, Any]:
+    """Client options for a persistent session in ``version``: clean session off (3.1.1), or
+    clean start off with a session expiry (MQTT 5; paho refuses either option in the other)."""
+    if version is aiomqtt.ProtocolVersion.V311:
+        return {"protocol": version, "clean_session": False}
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # untyped
+    properties.SessionExpiryInterval = SESSION_EXPIRY_S
+    return {"protocol": version, "clean_start": False, "properties": properties}
 
 
 Clock = Callable[[], int]
@@ -105,6 +143,7 @@ class EventConsumer:
         *,
         client_id: str | None = None,
         shared: bool = True,
+        protocol: MqttProtocol = "auto",
     ) -> None:
         self.url = url
         self.group = group
@@ -113,18 +152,56 @@ class EventConsumer:
         self.clock = clock
         self.client_id = client_id or f"{group}-{socket.gethostname()}"[:64]
         self.shared = shared
+        self.protocol = protocol
+        #: The version the next CONNECT offers: MQTT 5 unless pinned to 3.1.1 or refused.
+        self.version = (
+            aiomqtt.ProtocolVersion.V311 if protocol == "3.1.1" else aiomqtt.ProtocolVersion.V5
+        )
+        #: Whether :attr:`version` is settled (pinned, or learnt from the broker).
+        self.version_known = protocol != "auto"
+        #: The version of the current (or last) connection, "3.1.1" or "5"; None before one.
+        self.negotiated: str | None = None
         self.connected = asyncio.Event()
         self.counts: dict[Outcome, int] = dict.fromkeys(Outcome, 0)
 
-    def _client(self) -> aiomqtt.Client:
+    def _where(self) -> tuple[str, int, ssl.SSLContext | None]:
         url = urlsplit(self.url)
         tls = ssl.create_default_context() if url.scheme == "mqtts" else None
+        return url.hostname or "127.0.0.1", url.port or (8883 if tls else 1883), tls
+
+    async def _negotiate(self) -> None:
+        """In "auto", learn once whether the broker speaks MQTT 5 (see the module docstring)."""
+        if self.version_known:
+            return
+        host, port, tls = self._where()
+        try:
+            async with aiomqtt.Client(
+                host,
+                port,
+                identifier=f"{self.client_id}-probe",
+                protocol=aiomqtt.ProtocolVersion.V5,
+                clean_start=True,
+                keepalive=30,
+                timeout=10,
+                tls_context=tls,
+            ):
+                pass
+        except aiomqtt.MqttError as exc:
+            if refused_version(exc):
+                log.info("the MQTT broker %s refused MQTT 5 (%s); using MQTT 3.1.1", self.url, exc)
+                self.version = aiomqtt.ProtocolVersion.V311
+            elif not isinstance(exc, MqttConnectError):
+                return  # no answer: ask again before the next connection
+        self.version_known = True
+
+    def _client(self) -> aiomqtt.Client:
+        url = urlsplit(self.url)
+        host, port, tls = self._where()
         return aiomqtt.Client(
-            url.hostname or "127.0.0.1",
-            url.port or (8883 if tls else 1883),
+            host,
+            port,
             identifier=self.client_id,
-            clean_session=False,
-            protocol=aiomqtt.ProtocolVersion.V311,
+            **session_options(self.version),
             keepalive=30,
             timeout=10,
             tls_context=tls,
@@ -141,15 +218,22 @@ class EventConsumer:
         delay = 1.0
         while True:
             try:
+                await self._negotiate()
                 async with self._client() as client:
                     group = self.group if self.shared else None
                     for channel in CHANNELS:
                         await client.subscribe(
                             topics.subscription(channel, shared_group=group), qos=1
                         )
+                    self.negotiated = VERSION_NAME[self.version]
                     self.connected.set()
                     delay = 1.0
-                    log.info("MQTT consumer %s subscribed at %s", self.client_id, self.url)
+                    log.info(
+                        "MQTT consumer %s subscribed at %s (MQTT %s)",
+                        self.client_id,
+                        self.url,
+                        self.negotiated,
+                    )
                     async for message in client.messages:
                         payload = message.payload
                         if not isinstance(payload, bytes | bytearray):
@@ -157,10 +241,24 @@ class EventConsumer:
                             continue
                         await self.handle(str(message.topic), bytes(payload))
             except aiomqtt.MqttError as exc:
+                if self._fall_back(exc):
+                    continue
                 log.warning("MQTT broker lost or unreachable (%s); retrying in %.0f s", exc, delay)
             self.connected.clear()
             await asyncio.sleep(delay * random.uniform(0.5, 1.5))  # noqa: S311 - jitter only
             delay = min(delay * 2, MAX_BACKOFF)
+
+    def _fall_back(self, exc: aiomqtt.MqttError) -> bool:
+        """In "auto", move to MQTT 3.1.1 for good when the broker refuses MQTT 5."""
+        if (
+            self.protocol != "auto"
+            or self.version is not aiomqtt.ProtocolVersion.V5
+            or not refused_version(exc)
+        ):
+            return False
+        log.info("the MQTT broker %s refused MQTT 5 (%s); using MQTT 3.1.1", self.url, exc)
+        self.version = aiomqtt.ProtocolVersion.V311
+        return True
 
     def _drop(self, outcome: Outcome, topic: str, why: str) -> Outcome:
         self.counts[outcome] += 1

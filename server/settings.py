@@ -57,7 +57,9 @@ class Settings(BaseSettings):
 
     mqtt_url: str | None = None
     mqtt_group: str = Field(default="unbroken-server", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    mqtt_version: Literal["3.1.1", "5"] = "3.1.1"
+    #: "auto" offers MQTT 5 and falls back to 3.1.1 when the broker refuses it (amqtt);
+    #: "3.1.1" and "5" pin the version. Nothing essential depends on MQTT 5.
+    mqtt_protocol: Literal["auto", "3.1.1", "5"] = "auto"
     #: Subscribe through ``$share/<group>/...`` so that replicas split the load (Mosquitto,
     #: EMQX). False for a single server or a broker without shared subscriptions (amqtt).
     mqtt_shared: bool = True

@@ -2,17 +2,20 @@
 
 Announcements are real: signed by a device key with the protocol's own code. The consumer
 test runs against the Mosquitto on 127.0.0.1:1883 (skipped when none answers), with a
-shared-subscription group and device ids of its own.
+shared-subscription group and device ids of its own; the MQTT version is negotiated there
+(MQTT 5), with amqtt (MQTT 3.1.1 only) and with a stand-in broker that shows each CONNECT.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
 import tempfile
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,11 +27,13 @@ from protocol.events import Event, EventKind
 from protocol.keys import SoftwareSigner
 from server import models
 from server.db import Database
+from server.errors import ConfigError
 from server.fleet import FleetMonitor
 from server.metrics import Metrics
-from server.mqtt import EventConsumer, Outcome
-from server.settings import Settings
-from tests.broker import Broker
+from server.mqtt import SESSION_EXPIRY_S, EventConsumer, MqttProtocol, Outcome
+from server.settings import Settings, load_settings
+from tests.agent.test_announce import Connect, ConnectProbe
+from tests.broker import Broker, free_port
 
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/test"
 BOOT = bytes(range(16))
@@ -322,9 +327,16 @@ async def test_metrics_per_device_gauges_and_counters(
 
 
 @pytest.mark.network
+@pytest.mark.parametrize(("protocol", "version"), [("auto", "5"), ("3.1.1", "3.1.1")])
 async def test_consumer_receives_signed_announcements_through_the_broker(
-    db: Database, fleet: FleetMonitor, metrics: Metrics, clock: Clock
+    db: Database,
+    fleet: FleetMonitor,
+    metrics: Metrics,
+    clock: Clock,
+    protocol: MqttProtocol,
+    version: str,
 ) -> None:
+    """Through the Mosquitto on 127.0.0.1:1883, which speaks MQTT 5: "auto" uses it."""
     if not _answers("127.0.0.1", 1883):
         pytest.skip("no MQTT broker on 127.0.0.1:1883")
     import aiomqtt
@@ -332,7 +344,9 @@ async def test_consumer_receives_signed_announcements_through_the_broker(
     device = f"cam-{uuid.uuid4().hex[:10]}"
     signer = await enrol(device, clock)
     group = f"test-{uuid.uuid4().hex[:8]}"
-    consumer = EventConsumer("mqtt://127.0.0.1:1883", group, fleet, metrics, clock, client_id=group)
+    consumer = EventConsumer(
+        "mqtt://127.0.0.1:1883", group, fleet, metrics, clock, client_id=group, protocol=protocol
+    )
     async with asyncio.TaskGroup() as tasks:
         runner = tasks.create_task(consumer.run(), name="mqtt-consumer")
         async with asyncio.timeout(10):
@@ -354,8 +368,99 @@ async def test_consumer_receives_signed_announcements_through_the_broker(
         runner.cancel()
     assert consumer.counts[Outcome.ACCEPTED] == 5
     assert consumer.counts[Outcome.DUPLICATE] == 1
+    assert consumer.negotiated == version
     state = await models.FleetState.get(device=device)
     assert state.battery_permille == 500
+    # End the persistent session this test left on the shared broker.
+    async with aiomqtt.Client("127.0.0.1", 1883, identifier=group, clean_session=True):
+        pass
+
+
+@pytest.fixture
+async def amqtt_port() -> AsyncIterator[int]:
+    """The embedded broker of ``unbroken demo`` (amqtt, MQTT 3.1.1 only), started the same way."""
+    from amqtt.broker import Broker as Amqtt
+
+    port = free_port()
+    with warnings.catch_warnings():  # amqtt 0.12 warns about its own psutil dependency
+        warnings.simplefilter("ignore", DeprecationWarning)
+        broker = Amqtt({"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}}})
+    await broker.start()
+    try:
+        yield port
+    finally:
+        await broker.shutdown()
+
+
+async def test_consumer_falls_back_to_311_on_amqtt_and_receives(
+    db: Database, fleet: FleetMonitor, metrics: Metrics, clock: Clock, amqtt_port: int
+) -> None:
+    """amqtt refuses MQTT 5: "auto" falls back to 3.1.1 and announcements still arrive."""
+    import aiomqtt
+
+    signer = await enrol("cam-amqtt", clock)
+    consumer = EventConsumer(
+        f"mqtt://127.0.0.1:{amqtt_port}", "demo", fleet, metrics, clock, shared=False
+    )
+    async with asyncio.TaskGroup() as tasks:
+        runner = tasks.create_task(consumer.run(), name="mqtt-consumer")
+        async with asyncio.timeout(10):
+            await consumer.connected.wait()
+        async with aiomqtt.Client("127.0.0.1", amqtt_port, identifier="cam-amqtt") as publisher:
+            for n in range(3):
+                event = telemetry("cam-amqtt", n, battery_permille=100 * (n + 1))
+                await publisher.publish(topic_of(event), event.sign(signer), qos=1)
+        async with asyncio.timeout(10):
+            while consumer.counts[Outcome.ACCEPTED] < 3:
+                await asyncio.sleep(0.05)
+        runner.cancel()
+    assert consumer.negotiated == "3.1.1"
+    state = await models.FleetState.get(device="cam-amqtt")
+    assert state.battery_permille == 300
+
+
+@pytest.mark.parametrize(
+    ("protocol", "refuse_v5", "expected"),
+    [
+        ("auto", False, [Connect(5, True, None), Connect(5, False, SESSION_EXPIRY_S)]),
+        # refused once, then 3.1.1 for good: the reconnect does not ask again
+        ("auto", True, [Connect(5, True, None), Connect(4, False, None), Connect(4, False, None)]),
+        ("3.1.1", False, [Connect(4, False, None)]),
+        ("5", False, [Connect(5, False, SESSION_EXPIRY_S)]),
+    ],
+)
+async def test_consumer_connect_negotiates_the_version(
+    consumer: EventConsumer, protocol: MqttProtocol, refuse_v5: bool, expected: list[Connect]
+) -> None:
+    """What goes on the wire: a bare MQTT 5 probe first in "auto", then the persistent
+    session in the chosen version (clean start off and a session expiry in MQTT 5)."""
+    async with ConnectProbe(refuse_v5=refuse_v5) as probe:
+        negotiating = EventConsumer(
+            probe.url,
+            "g",
+            consumer.sink,
+            consumer.metrics,
+            consumer.clock,
+            client_id="replica-1",
+            protocol=protocol,
+        )
+        runner = asyncio.create_task(negotiating.run(), name="mqtt-consumer")
+        try:
+            assert await probe.wait(len(expected)) == expected
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+    assert negotiating.version_known
+
+
+def test_mqtt_protocol_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().mqtt_protocol == "auto"
+    assert load_settings(mqtt_protocol="3.1.1").mqtt_protocol == "3.1.1"
+    monkeypatch.setenv("UNBROKEN_MQTT_PROTOCOL", "5")
+    assert load_settings().mqtt_protocol == "5"
+    with pytest.raises(ConfigError):
+        load_settings(mqtt_protocol="3.1")
 
 
 async def test_http_contact_counts_as_seen_at_most_once_a_second(
