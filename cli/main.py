@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import agent_cmd, ctl_cmd, demo_cmd, server_cmd, sim_cmd, verify_cmd
+from cli import agent_cmd, bench_cmd, ctl_cmd, demo_cmd, server_cmd, sim_cmd, verify_cmd
 
 app = typer.Typer(
     name="unbroken",
@@ -32,6 +32,7 @@ app.command("verify")(verify_cmd.verify)
 app.command("agent")(agent_cmd.agent)
 app.add_typer(ctl_cmd.ctl, name="ctl")
 app.add_typer(sim_cmd.sim, name="sim")
+app.add_typer(bench_cmd.bench, name="bench")
 
 
 def main() -> None:
