@@ -91,6 +91,7 @@ class Agent:
             board.clock,
             config.mqtt_url,
             self.command,
+            protocol=config.mqtt_protocol,
         )
         self.syncer: Syncer | None = None
         if config.server_url:

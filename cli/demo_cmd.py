@@ -80,6 +80,7 @@ async def _demo(
         mqtt_url=mqtt,
         mqtt_group="demo",
         mqtt_shared=False,
+        mqtt_protocol="3.1.1",  # amqtt speaks MQTT 3.1.1 only: no version probe
         checkpoint_interval=30.0,
     )
     admin_token = get_admin_token(settings)
@@ -121,6 +122,7 @@ async def _demo(
                             officer=f"officer-{i + 1}",
                             server_url=url,
                             mqtt_url=mqtt,
+                            mqtt_protocol="3.1.1",
                             enrolment_token=answer.json()["token"],
                             telemetry_seconds=10.0,
                             sync_seconds=3.0,

@@ -276,6 +276,7 @@ def _build(
             # session) and stable across restarts (the broker keeps the persistent session).
             client_id=f"{settings.mqtt_group}-{settings.server_name}-{socket.gethostname()}"[:64],
             shared=settings.mqtt_shared,
+            protocol=settings.mqtt_protocol,
         )
     services.ingest.on_accepted = services.coverage_due
     services.ingest.on_segments = _count_segments(metrics)

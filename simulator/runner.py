@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 
@@ -42,6 +42,8 @@ class DeviceSpec:
     officer: str | None = None
     server_url: str | None = None
     mqtt_url: str | None = None
+    #: "auto" probes for MQTT 5; "3.1.1" for a broker known to lack it (the demo's amqtt).
+    mqtt_protocol: Literal["auto", "3.1.1", "5"] = "auto"
     enrolment_token: str | None = None
     segment_seconds: float = 1.0
     telemetry_seconds: float = 30.0
@@ -75,6 +77,7 @@ class SimulatedDevice:
             store=s.store,
             server_url=s.server_url,
             mqtt_url=s.mqtt_url,
+            mqtt_protocol=s.mqtt_protocol,
             officer=s.officer,
             segment_seconds=s.segment_seconds,
             preroll_seconds=0,
