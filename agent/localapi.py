@@ -3,7 +3,10 @@
 It serves the device's own tools (the ``unbroken ctl`` command, a companion app over
 USB). Requests are one JSON object per line, ``{"command": ..., ...}``; each gets one JSON
 answer ``{"ok": bool, ...}``. A ``delete`` request is refused like every deletion: it
-becomes a record in the chain and an announcement.
+becomes a ``deletion_refused`` record in the chain and an announcement. The record names
+the interface (``cli`` when the request says ``"via": "cli"``, as ``unbroken ctl`` does,
+else ``local_api``) and the requester: what the request says, with the user id of the
+process at the other end of the socket as the kernel reports it (``uid N``).
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ import contextlib
 import json
 import logging
 import os
+import socket
+import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.errors import DeletionRefusedError
+from agent.errors import AgentError, DeletionRefusedError
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -25,6 +30,21 @@ log = logging.getLogger(__name__)
 
 SOCKET = "state/agent.sock"
 MAX_LINE = 64 * 1024
+#: Local clients that name themselves in a request (``"via"``) and the interface recorded.
+CLIENTS = {"cli": "cli"}
+
+
+def peer_uid(writer: asyncio.StreamWriter) -> int | None:
+    """The user id of the process at the other end of a Unix socket (Linux), else None."""
+    sock = writer.get_extra_info("socket")
+    option = getattr(socket, "SO_PEERCRED", None)
+    if sock is None or option is None:
+        return None
+    try:
+        _pid, uid, _gid = struct.unpack("iII", sock.getsockopt(socket.SOL_SOCKET, option, 12))
+    except OSError:
+        return None
+    return int(uid)
 
 
 def socket_path(store: Path) -> Path:
@@ -50,9 +70,10 @@ class LocalApi:
             await server.serve_forever()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        uid = peer_uid(writer)
         try:
             while line := await reader.readline():
-                answer = await self.handle(line)
+                answer = await self.handle(line, uid)
                 writer.write(json.dumps(answer).encode() + b"\n")
                 await writer.drain()
         except (ConnectionError, asyncio.LimitOverrunError, ValueError):
@@ -60,8 +81,8 @@ class LocalApi:
         finally:
             writer.close()
 
-    async def handle(self, line: bytes) -> dict[str, Any]:
-        """Answer one request line."""
+    async def handle(self, line: bytes, uid: int | None = None) -> dict[str, Any]:
+        """Answer one request line; ``uid`` is the asking process's user id, if known."""
         try:
             request = json.loads(line)
             if not isinstance(request, dict):
@@ -104,11 +125,16 @@ class LocalApi:
                     "items": {i.name: [i.passed, i.detail] for i in check.items},
                 }
             if command == "delete":
-                await agent.refuse_deletion(
-                    "local_api", str(request.get("target", "")), str(request.get("requester", ""))
-                )
+                interface = CLIENTS.get(str(request.get("via", "")), "local_api")
+                requester = str(request.get("requester", "") or "")
+                if uid is not None:
+                    requester = f"{requester} (uid {uid})" if requester else f"uid {uid}"
+                await agent.refuse_deletion(interface, str(request.get("target", "")), requester)
         except DeletionRefusedError as exc:
             return {"ok": False, "refused": True, "error": str(exc)}
+        except AgentError as exc:  # e.g. the store failed: answer, and keep serving
+            log.warning("local API %r failed: %s", command, exc)
+            return {"ok": False, "error": str(exc)}
         return {"ok": False, "error": f"unknown command {command!r}"}
 
 

@@ -79,5 +79,5 @@ def delete(
     target: Annotated[str, typer.Argument(help="What to delete.")],
     requester: Annotated[str, typer.Option(help="Who asks.")] = "",
 ) -> None:
-    """Ask to delete evidence. Always refused; the request is recorded in the chain."""
-    _send(store, {"command": "delete", "target": target, "requester": requester})
+    """Ask to delete evidence. Always refused (exit 1); the request is recorded in the chain."""
+    _send(store, {"command": "delete", "target": target, "requester": requester, "via": "cli"})

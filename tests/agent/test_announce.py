@@ -433,3 +433,37 @@ def test_agent_config_mqtt_protocol(tmp_path: Path) -> None:
     assert AgentConfig(device_id="cam-1", store=tmp_path, mqtt_protocol="5").mqtt_protocol == "5"
     with pytest.raises(ValidationError):
         AgentConfig(device_id="cam-1", store=tmp_path, mqtt_protocol="3.1")
+
+
+async def test_a_failing_command_does_not_stop_the_announcer(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    got: list[dict[str, Any]] = []
+    second = asyncio.Event()
+
+    async def on_command(command: dict[str, Any]) -> None:
+        got.append(command)
+        if command["command"] == "boom":
+            raise RuntimeError("the handler failed")
+        second.set()
+
+    announcer = announcer_for(tmp_path, broker.url, "auto", on_command=on_command)
+    runner = asyncio.create_task(announcer.run(), name="announcer")
+    try:
+        async with asyncio.timeout(15):
+            while not announcer.published:  # connected and subscribed
+                await asyncio.sleep(0.02)
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="fleet-manager") as c:
+            for name in ("boom", "telemetry"):
+                payload = json.dumps({"command": name})
+                await c.publish(topics.topic(DEV, topics.Channel.COMMANDS), payload, qos=1)
+        async with asyncio.timeout(15):
+            await second.wait()
+        assert not runner.done()
+        assert announcer.connected
+    finally:
+        try:
+            await stop(runner)
+        finally:
+            broker.stop()
+    assert got == [{"command": "boom"}, {"command": "telemetry"}]
