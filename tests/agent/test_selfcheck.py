@@ -28,9 +28,7 @@ def _board(tmp_path: Path, **options: Any) -> SimulatedBoard:
 
 def _check(board: SimulatedBoard, frames: int = 25, offset: int | None = None) -> SelfCheck:
     config = AgentConfig(device_id="cam-check", store=Path("unused"))
-    return run_self_check(
-        board, config, frames_seen=frames, releasable=0, clock_offset_us=offset
-    )
+    return run_self_check(board, config, frames_seen=frames, releasable=0, clock_offset_us=offset)
 
 
 def _failed(check: SelfCheck) -> set[str]:
@@ -89,7 +87,9 @@ def _records(store: Path) -> list[Record]:
     out = []
     for name in sorted((store / layout.JOURNAL_DIR).iterdir()):
         with name.open("rb") as f:
-            out.extend(SignedRecord.parse(item).record for item in JournalScan(f, name.name).items())
+            out.extend(
+                SignedRecord.parse(item).record for item in JournalScan(f, name.name).items()
+            )
     return sorted(out, key=lambda r: r.seq)
 
 
