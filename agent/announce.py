@@ -32,6 +32,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -41,6 +42,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.errors import AgentError
 from hardware.base import Clock, Storage
 from protocol import topics
 from protocol.events import Event, EventKind
@@ -114,8 +116,10 @@ class Announcer:
         on_command: CommandHandler | None = None,
         *,
         protocol: MqttProtocol = "auto",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.device = device
+        self.tls = tls
         self.boot = boot
         self.signer = signer
         self.storage = storage
@@ -173,7 +177,7 @@ class Announcer:
     def _where(self) -> tuple[str, int, ssl.SSLContext | None]:
         assert self.mqtt_url is not None
         url = urlsplit(self.mqtt_url)
-        tls = ssl.create_default_context() if url.scheme == "mqtts" else None
+        tls = (self.tls or ssl.create_default_context()) if url.scheme == "mqtts" else None
         return url.hostname or "127.0.0.1", url.port or (8883 if tls else 1883), tls
 
     async def _negotiate(self) -> None:
@@ -319,3 +323,20 @@ class Announcer:
                 await self.on_command(command)
             except Exception:  # a bad command must not take the device off the broker
                 log.exception("command %r failed", command.get("command"))
+
+
+def tls_context(
+    ca_file: Path | None, cert_file: Path | None, key_file: Path | None
+) -> ssl.SSLContext | None:
+    """The TLS context of an ``mqtts://`` connection with a client certificate, or None for
+    the defaults (the system's CAs, no client certificate). Raises :class:`AgentError` for
+    unreadable or mismatched files."""
+    if ca_file is None and cert_file is None:
+        return None
+    try:
+        context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        if cert_file is not None:
+            context.load_cert_chain(str(cert_file), str(key_file) if key_file else None)
+    except OSError as exc:  # ssl.SSLError is an OSError
+        raise AgentError(f"MQTT TLS files ({ca_file}, {cert_file}, {key_file}): {exc}") from exc
+    return context

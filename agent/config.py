@@ -20,6 +20,11 @@ class AgentConfig(BaseModel):
     #: "auto" offers MQTT 5 and falls back to 3.1.1 when the broker refuses it; "3.1.1" and
     #: "5" pin the version (ARCHITECTURE §6: nothing essential depends on MQTT 5).
     mqtt_protocol: Literal["auto", "3.1.1", "5"] = "auto"
+    #: For ``mqtts://``: the CA that signed the broker's certificate (default: the system's),
+    #: and this device's client certificate and key (the broker's ACLs key on its CN).
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
     enrolment_token: str | None = None
     officer: str | None = None
     #: Go on duty (notice, then continuous recording) as soon as the device boots.

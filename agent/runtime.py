@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from agent.announce import Announcer
+from agent.announce import Announcer, tls_context
 from agent.capture.store import EvidenceStore
 from agent.config import AgentConfig
 from agent.enrolment import Identity
@@ -92,6 +92,9 @@ class Agent:
             config.mqtt_url,
             self.command,
             protocol=config.mqtt_protocol,
+            tls=tls_context(config.mqtt_ca_file, config.mqtt_cert_file, config.mqtt_key_file)
+            if (config.mqtt_url or "").startswith("mqtts:")
+            else None,
         )
         self.syncer: Syncer | None = None
         if config.server_url:

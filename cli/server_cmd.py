@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from server.errors import ConfigError
 from server.run import create_enrolment_token, get_admin_token, serve
 from server.settings import Settings, load_settings
 
@@ -19,10 +20,15 @@ Config = Annotated[Path | None, typer.Option("--config", help="TOML settings ([s
 
 def _settings(config: Path | None, data: Path | None, **more: object) -> Settings:
     try:
-        return load_settings(config, data=data, **more)
-    except (ValidationError, OSError, ValueError) as exc:
+        settings = load_settings(config, data=data, **more)
+        if settings.mqtt_url and settings.mqtt_url.startswith("mqtts:"):
+            from server.mqtt import tls_context
+
+            tls_context(settings)  # unreadable certificate files fail here, not at start-up
+    except (ValidationError, OSError, ValueError, ConfigError) as exc:
         typer.echo(f"unbroken server: bad settings: {exc}", err=True)
         raise typer.Exit(2) from None
+    return settings
 
 
 def server(

@@ -55,7 +55,9 @@ from protocol.keys import key_id
 from server import models
 from server.alerts import AlertKind, Severity, raise_alert
 from server.db import IntegrityError
+from server.errors import ConfigError
 from server.metrics import Metrics
+from server.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +146,10 @@ class EventConsumer:
         client_id: str | None = None,
         shared: bool = True,
         protocol: MqttProtocol = "auto",
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
+        self.tls = tls
         self.group = group
         self.sink = sink
         self.metrics = metrics
@@ -166,7 +170,7 @@ class EventConsumer:
 
     def _where(self) -> tuple[str, int, ssl.SSLContext | None]:
         url = urlsplit(self.url)
-        tls = ssl.create_default_context() if url.scheme == "mqtts" else None
+        tls = (self.tls or ssl.create_default_context()) if url.scheme == "mqtts" else None
         return url.hostname or "127.0.0.1", url.port or (8883 if tls else 1883), tls
 
     async def _negotiate(self) -> None:
@@ -325,3 +329,23 @@ class EventConsumer:
         self.counts[Outcome.ACCEPTED] += 1
         self.metrics.event_received(event.device)
         return Outcome.ACCEPTED
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The TLS context of an ``mqtts://`` broker with this replica's client certificate, or
+    None for the defaults. Raises :class:`ConfigError` for unreadable or mismatched files."""
+    plain = not (settings.mqtt_url or "").startswith("mqtts:")
+    if plain or (settings.mqtt_ca_file is None and settings.mqtt_cert_file is None):
+        return None
+    ca = str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        if settings.mqtt_cert_file is not None:
+            key = str(settings.mqtt_key_file) if settings.mqtt_key_file else None
+            context.load_cert_chain(str(settings.mqtt_cert_file), key)
+    except OSError as exc:  # ssl.SSLError is an OSError
+        raise ConfigError(
+            f"MQTT TLS files ({settings.mqtt_ca_file}, {settings.mqtt_cert_file}, "
+            f"{settings.mqtt_key_file}): {exc}"
+        ) from exc
+    return context

@@ -264,7 +264,7 @@ def _build(
         admin_token=admin_token(settings),
     )
     if settings.mqtt_url:
-        from server.mqtt import EventConsumer  # noqa: PLC0415 - aiomqtt only when asked
+        from server.mqtt import EventConsumer, tls_context  # noqa: PLC0415 - aiomqtt only when asked
 
         services.consumer = EventConsumer(
             settings.mqtt_url,
@@ -277,6 +277,7 @@ def _build(
             client_id=f"{settings.mqtt_group}-{settings.server_name}-{socket.gethostname()}"[:64],
             shared=settings.mqtt_shared,
             protocol=settings.mqtt_protocol,
+            tls=tls_context(settings),
         )
     services.ingest.on_accepted = services.coverage_due
     services.ingest.on_segments = _count_segments(metrics)

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     #: "auto" offers MQTT 5 and falls back to 3.1.1 when the broker refuses it (amqtt);
     #: "3.1.1" and "5" pin the version. Nothing essential depends on MQTT 5.
     mqtt_protocol: Literal["auto", "3.1.1", "5"] = "auto"
+    #: For ``mqtts://``: the CA of the broker's certificate (default: the system's), and this
+    #: replica's client certificate and key (CN ``unbroken-server-N`` in the shipped ACL).
+    mqtt_ca_file: Path | None = None
+    mqtt_cert_file: Path | None = None
+    mqtt_key_file: Path | None = None
     #: Subscribe through ``$share/<group>/...`` so that replicas split the load (Mosquitto,
     #: EMQX). False for a single server or a broker without shared subscriptions (amqtt).
     mqtt_shared: bool = True

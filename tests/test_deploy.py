@@ -144,3 +144,87 @@ async def test_devices_are_kept_to_their_own_topics(tls_broker: tuple[int, Path]
     assert "server:unbroken/v1/devices/cam-0001/events:b'own'" in got
     assert "cam:unbroken/v1/devices/cam-0001/commands:b'mine'" in got
     assert not [g for g in got if "cam-0002" in g], got
+
+
+@pytest.mark.network
+async def test_agent_and_server_connect_with_their_certificates(
+    tls_broker: tuple[int, Path], tmp_path: Path
+) -> None:
+    """The agent's announcer and the server's consumer, configured as deploy/ says, reach the
+    TLS broker with their client certificates and the ACLs let the event through."""
+    from agent.announce import Announcer
+    from agent.announce import tls_context as agent_tls
+    from hardware.disk import DirectoryStorage
+    from protocol.events import Event, EventKind
+    from protocol.keys import SoftwareSigner
+    from server.metrics import Metrics
+    from server.mqtt import EventConsumer
+    from server.mqtt import tls_context as server_tls
+    from tests.agent.test_announce import HostClock
+
+    port, work = tls_broker
+    url = f"mqtts://127.0.0.1:{port}"
+    settings = load_settings(
+        DEPLOY / "server.toml",
+        mqtt_url=url,
+        mqtt_ca_file=work / "ca.pem",
+        mqtt_cert_file=work / "unbroken-server-1.pem",
+        mqtt_key_file=work / "unbroken-server-1.key",
+    )
+    values = tomllib.loads((DEPLOY / "agent.toml").read_text())["agent"]
+    config = AgentConfig(
+        **{
+            **values,
+            "store": tmp_path / "store",
+            "mqtt_url": url,
+            "mqtt_ca_file": work / "ca.pem",
+            "mqtt_cert_file": work / "cam-0001.pem",
+            "mqtt_key_file": work / "cam-0001.key",
+        }
+    )
+    consumer = EventConsumer(
+        url,
+        settings.mqtt_group,
+        None,  # type: ignore[arg-type]  # handle() is replaced below: no database here
+        Metrics(),
+        lambda: 0,
+        client_id="unbroken-server-1",
+        shared=settings.mqtt_shared,
+        protocol=settings.mqtt_protocol,
+        tls=server_tls(settings),
+    )
+    got: list[tuple[str, bytes]] = []
+    arrived = asyncio.Event()
+
+    async def handle(topic: str, payload: bytes) -> object:
+        got.append((topic, payload))
+        arrived.set()
+        return None
+
+    consumer.handle = handle  # type: ignore[assignment]
+    announcer = Announcer(
+        config.device_id,
+        os.urandom(16),
+        SoftwareSigner.generate(),
+        DirectoryStorage(tmp_path / "store"),
+        HostClock(),
+        config.mqtt_url,
+        protocol=config.mqtt_protocol,
+        tls=agent_tls(config.mqtt_ca_file, config.mqtt_cert_file, config.mqtt_key_file),
+    )
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(consumer.run()), group.create_task(announcer.run())]
+        async with asyncio.timeout(30):
+            await consumer.connected.wait()
+            announcer.announce(EventKind.DELETION_REFUSED, {"target": "seq:1"})
+            while not any(t.endswith("/events") for t, _ in got):
+                await arrived.wait()
+                arrived.clear()
+        for task in tasks:
+            task.cancel()
+    assert consumer.negotiated == "5"  # Mosquitto speaks MQTT 5, through TLS too
+    assert announcer.pending() == 0
+    topic, payload = next((t, p) for t, p in got if t.endswith("/events"))
+    assert topic == topics.topic("cam-0001", topics.Channel.EVENTS)
+    event, _ = Event.parse(payload)
+    assert event.kind is EventKind.DELETION_REFUSED
