@@ -278,6 +278,11 @@ class Storage(abc.ABC):
     def read(self, path: str) -> bytes:
         """The whole file."""
 
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of ``path`` from ``offset`` (fewer at its end). Back ends that
+        can seek override this; the default reads the whole file."""
+        return self.read(path)[offset : offset + length]
+
     @abc.abstractmethod
     def size(self, path: str) -> int | None:
         """Size of ``path``, or None if absent."""

@@ -91,6 +91,14 @@ class DirectoryStorage(Storage):
         except OSError as exc:
             raise StorageError(exc.errno or errno.EIO, f"read {path}: {exc.strerror}") from exc
 
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        try:
+            with self._path(path).open("rb") as f:
+                f.seek(offset)
+                return f.read(length)
+        except OSError as exc:
+            raise StorageError(exc.errno or errno.EIO, f"read {path}: {exc.strerror}") from exc
+
     def size(self, path: str) -> int | None:
         try:
             return self._path(path).stat().st_size

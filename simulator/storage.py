@@ -335,6 +335,11 @@ class SimulatedMedium(DirectoryStorage):
         self._check_powered()
         return super().read(path)
 
+    def read_range(self, path: str, offset: int, length: int) -> bytes:
+        """Part of a file."""
+        self._check_powered()
+        return super().read_range(path, offset, length)
+
     def size(self, path: str) -> int | None:
         """Size of ``path``, or None if absent."""
         self._check_powered()

@@ -16,7 +16,9 @@ leftovers are moved to ``torn/`` (never deleted) and listed for the recovery rec
 
 from __future__ import annotations
 
+import bisect
 import io
+from array import array
 from dataclasses import dataclass, field
 
 from agent.errors import (
@@ -80,6 +82,65 @@ class Located:
     length: int
 
 
+class _Run:
+    """Consecutive seqs in one journal: offsets and lengths in flat arrays (12 bytes a
+    record, where a dict of objects took about 190: months of journals stay small)."""
+
+    __slots__ = ("first", "lengths", "offsets", "path")
+
+    def __init__(self, path: str, first: int) -> None:
+        self.path = path
+        self.first = first
+        self.offsets = array("Q")
+        self.lengths = array("I")
+
+    @property
+    def end(self) -> int:
+        return self.first + len(self.offsets)
+
+
+class RecordIndex:
+    """Where each seq's record is, for records read back (sync, export)."""
+
+    def __init__(self) -> None:
+        self._runs: list[_Run] = []
+        self._firsts: list[int] = []
+        #: Seqs out of order (a damaged medium): kept aside, looked up first.
+        self._odd: dict[int, Located] = {}
+
+    def add(self, seq: int, where: Located) -> None:
+        """Record where ``seq`` is (a later entry for the same seq wins)."""
+        last = self._runs[-1] if self._runs else None
+        if last is not None and last.path == where.path and seq == last.end:
+            last.offsets.append(where.offset)
+            last.lengths.append(where.length)
+        elif last is None or seq >= last.end:
+            run = _Run(where.path, seq)
+            run.offsets.append(where.offset)
+            run.lengths.append(where.length)
+            self._runs.append(run)
+            self._firsts.append(seq)
+        else:
+            self._odd[seq] = where
+
+    def get(self, seq: int) -> Located | None:
+        """Where ``seq`` is, or None."""
+        odd = self._odd.get(seq)
+        if odd is not None:
+            return odd
+        i = bisect.bisect_right(self._firsts, seq) - 1
+        if i < 0:
+            return None
+        run = self._runs[i]
+        if seq >= run.end:
+            return None
+        k = seq - run.first
+        return Located(run.path, run.offsets[k], run.lengths[k])
+
+    def __len__(self) -> int:
+        return sum(len(r.offsets) for r in self._runs) + len(self._odd)
+
+
 class EvidenceStore:
     """Evidence on one device's medium, through the :class:`Storage` interface."""
 
@@ -87,7 +148,7 @@ class EvidenceStore:
         self.storage = storage
         self.reserve = reserve
         self.journal: str | None = None
-        self._index: dict[int, Located] = {}
+        self._index = RecordIndex()
         self._journal_size = 0
         self.trust: TrustStore | None = None
         self._checkpoint_size = -1
@@ -164,7 +225,7 @@ class EvidenceStore:
             scan.next_seq = rec.seq + 1
             scan.prev = signed.digest
             head = len(bstr_item(item)) - len(item)
-            self._index[rec.seq] = Located(path, offset + head, len(item))
+            self._index.add(rec.seq, Located(path, offset + head, len(item)))
             if rec.kind is RecordKind.RECOVERY:
                 for torn in rec.body.get("torn", ()):
                     if isinstance(torn, dict) or hasattr(torn, "get"):
@@ -239,8 +300,9 @@ class EvidenceStore:
         if created:
             self.storage.sync_dir(layout.JOURNAL_DIR)
         head = len(item) - len(signed.encoded)
-        self._index[signed.record.seq] = Located(
-            self.journal, self._journal_size + head, len(signed.encoded)
+        self._index.add(
+            signed.record.seq,
+            Located(self.journal, self._journal_size + head, len(signed.encoded)),
         )
         self._journal_size += len(item)
 
@@ -249,8 +311,10 @@ class EvidenceStore:
         loc = self._index.get(seq)
         if loc is None:
             raise StoreError(f"no record {seq} in the store")
-        data = self.storage.read(loc.path)
-        return data[loc.offset : loc.offset + loc.length]
+        data = self.storage.read_range(loc.path, loc.offset, loc.length)
+        if len(data) != loc.length:
+            raise StoreError(f"record {seq} is cut short in {loc.path}")
+        return data
 
     def media_bytes(self, seq: int) -> bytes | None:
         """Sealed media of ``seq``, or None if released or never written."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.capture.store import EvidenceStore
-from agent.errors import DeletionRefusedError
+from agent.errors import DeletionRefusedError, StoreError
 from agent.signing.chain import ChainWriter, Span
 from hardware.disk import DirectoryStorage
 from protocol import layout
@@ -263,3 +263,51 @@ def test_changed_media_receipt_is_caught_even_with_the_media_present(tmp_path: P
     data[-10] ^= 1
     path.write_bytes(bytes(data))
     assert "RECEIPT_INVALID" in codes(tmp_path, dev.fingerprint)
+
+
+def test_record_index_runs_gaps_and_out_of_order_seqs() -> None:
+    from agent.capture.store import Located, RecordIndex
+
+    index = RecordIndex()
+    for seq in range(5):
+        index.add(seq, Located("journal/a", 100 * seq, 90))
+    for seq in range(5, 8):  # the next boot's journal continues the chain
+        index.add(seq, Located("journal/b", 10 * seq, 9))
+    index.add(20, Located("journal/b", 999, 7))  # a jump in seq
+    index.add(3, Located("journal/c", 1, 2))  # a seq seen again on a damaged medium
+    assert index.get(0) == Located("journal/a", 0, 90)
+    assert index.get(4) == Located("journal/a", 400, 90)
+    assert index.get(6) == Located("journal/b", 60, 9)
+    assert index.get(20) == Located("journal/b", 999, 7)
+    assert index.get(3) == Located("journal/c", 1, 2)  # the later entry wins
+    for missing in (-1, 8, 19, 21):
+        assert index.get(missing) is None
+    assert len(index) == 10
+
+
+def test_records_read_back_exactly_across_boots(tmp_path: Path) -> None:
+    device = Device(tmp_path)
+    written: dict[int, bytes] = {}
+
+    def remember(signed: object) -> None:
+        from protocol.record import SignedRecord
+
+        assert isinstance(signed, SignedRecord)
+        written[signed.record.seq] = signed.encoded
+
+    original = device.store.append
+    for boot in range(3):
+        if boot:
+            device.boot()  # unclean: a recovery record, a new journal
+            original = device.store.append
+        device.store.append = lambda s, o=original: (remember(s), o(s))[1]  # type: ignore[method-assign]
+        for _ in range(4):
+            device.segment()
+    device.close()
+    fresh = EvidenceStore(DirectoryStorage(tmp_path), reserve=0)
+    fresh.open_boot()
+    for store in (device.store, fresh):
+        for seq, encoded in written.items():
+            assert store.record_bytes(seq) == encoded, seq
+    with pytest.raises(StoreError):
+        fresh.record_bytes(max(written) + 5)

@@ -143,7 +143,7 @@ async def test_battery_reading_is_in_range(board: Board) -> None:
 
 @contract
 async def test_storage_durable_primitives(board: Board) -> None:
-    """write_new, append, rename, sync_dir, read, size, listdir, release."""
+    """write_new, append, rename, sync_dir, read, read_range, size, listdir, release."""
     s = board.storage
     s.makedirs("contract/tmp")
     s.makedirs("contract/media")
@@ -156,6 +156,8 @@ async def test_storage_durable_primitives(board: Board) -> None:
     s.append("contract/journal", b"one")
     s.append("contract/journal", b"two")
     assert s.read("contract/journal") == b"onetwo"
+    assert s.read_range("contract/journal", 2, 3) == b"etw"
+    assert s.read_range("contract/journal", 4, 10) == b"wo"  # fewer at the end
     assert s.size("contract/media/a") == 7
     assert s.size("contract/missing") is None
     assert s.listdir("contract/media") == ["a"]
