@@ -12,12 +12,14 @@ error goes up and the agent raises an alarm.
 At boot :meth:`EvidenceStore.open_boot` scans what the last boot left: the last durable
 record, torn journal tails, media written without a record, stray temporary files. The
 leftovers are moved to ``torn/`` (never deleted) and listed for the recovery record.
+Each earlier journal is parsed once; its summary in ``state/index/`` serves later boots.
 """
 
 from __future__ import annotations
 
 import bisect
 import io
+import logging
 from array import array
 from dataclasses import dataclass, field
 
@@ -30,7 +32,7 @@ from agent.errors import (
 )
 from hardware.base import Storage, StorageError
 from protocol import layout
-from protocol.cbor import bstr_item, iter_bstr_sequence
+from protocol.cbor import bstr_item, decode, encode, iter_bstr_sequence
 from protocol.certs import RootKey, TrustStore
 from protocol.checkpoint import Receipt, ReceiptKind
 from protocol.errors import ProtocolError
@@ -40,6 +42,10 @@ from protocol.record import RecordKind, SignedRecord
 
 #: Room kept free for the records that close a session (close, storage full, recovery).
 DEFAULT_RESERVE = 4 << 20
+#: Summaries of earlier boots' journals (private state, not evidence).
+INDEX_DIR = "state/index"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +147,86 @@ class RecordIndex:
         return sum(len(r.offsets) for r in self._runs) + len(self._odd)
 
 
+class _Summary:
+    """What a scan of one journal found (see :meth:`EvidenceStore._scan_journal`)."""
+
+    VERSION = 1
+
+    def __init__(self) -> None:
+        self.seqs = array("Q")
+        self.offsets = array("Q")
+        self.lengths = array("I")
+        self.unreadable: list[int] = []
+        self.explained: list[str] = []
+        self.torn: TornItem | None = None
+        self.last: tuple[int, int] | None = None
+
+    def dump(self, digest: bytes) -> bytes:
+        torn = self.torn
+        return encode(
+            {
+                "v": self.VERSION,
+                "journal": digest,
+                "seqs": self.seqs.tobytes(),
+                "offsets": self.offsets.tobytes(),
+                "lengths": self.lengths.tobytes(),
+                "unreadable": self.unreadable,
+                "explained": self.explained,
+                "torn": None if torn is None else [torn.name, torn.length, torn.hash],
+                "last": None if self.last is None else list(self.last),
+            }
+        )
+
+    @classmethod
+    def load(cls, data: bytes, digest: bytes) -> _Summary:
+        raw = decode(data, what="journal summary")
+        if raw["v"] != cls.VERSION or raw["journal"] != digest:
+            raise ValueError("of another version or another journal")
+        out = cls()
+        out.seqs.frombytes(raw["seqs"])
+        out.offsets.frombytes(raw["offsets"])
+        out.lengths.frombytes(raw["lengths"])
+        if not len(out.seqs) == len(out.offsets) == len(out.lengths):
+            raise ValueError("columns of different lengths")
+        out.unreadable = [int(o) for o in raw["unreadable"]]
+        out.explained = [str(n) for n in raw["explained"]]
+        if raw["torn"] is not None:
+            name, length, hashed = raw["torn"]
+            out.torn = TornItem(str(name), int(length), bytes(hashed))
+        if raw["last"] is not None:
+            offset, length = raw["last"]
+            out.last = (int(offset), int(length))
+        return out
+
+
+def _summarize(path: str, data: bytes) -> _Summary:
+    """Parse every record of a journal."""
+    out = _Summary()
+    reader = JournalScan(io.BytesIO(data), path)
+    for offset, item in reader.entries():
+        try:
+            signed = SignedRecord.parse(item)
+        except ProtocolError:
+            out.unreadable.append(offset)
+            continue
+        rec = signed.record
+        head = len(bstr_item(item)) - len(item)
+        out.seqs.append(rec.seq)
+        out.offsets.append(offset + head)
+        out.lengths.append(len(item))
+        out.last = (offset + head, len(item))
+        if rec.kind is RecordKind.RECOVERY:
+            for torn in rec.body.get("torn", ()):
+                if isinstance(torn, dict) or hasattr(torn, "get"):
+                    name = torn.get("name")
+                    if isinstance(name, str):
+                        out.explained.append(name)
+    if reader.torn is not None:
+        t = reader.torn
+        out.torn = TornItem(t.name, t.length, t.hash)
+    return out
+
+
 class EvidenceStore:
     """Evidence on one device's medium, through the :class:`Storage` interface."""
 
@@ -212,29 +298,52 @@ class EvidenceStore:
     def _scan_journal(
         self, path: str, scan: BootScan, explained: set[str], tails: list[TornItem]
     ) -> None:
+        """Index one journal of an earlier boot, from its summary when one matches.
+
+        A journal is parsed record by record once, at the boot after it was written (about
+        0.25 ms a record here): that boot keeps a summary of it (where each record is, what
+        its recovery records explain, its torn tail) under ``state/index/``, named by the
+        journal's SHA-256, so later boots read the summary instead of parsing months of
+        journals again. A summary that is missing, unreadable or of other content is
+        ignored and the journal parsed. Summaries are private state, not evidence.
+        """
         data = self.storage.read(path)
-        reader = JournalScan(io.BytesIO(data), path)
-        for offset, item in reader.entries():
-            try:
-                signed = SignedRecord.parse(item)
-            except ProtocolError:
-                scan.unreadable.append(f"{path}@{offset}")
-                continue
-            rec = signed.record
-            scan.last = signed
-            scan.next_seq = rec.seq + 1
-            scan.prev = signed.digest
-            head = len(bstr_item(item)) - len(item)
-            self._index.add(rec.seq, Located(path, offset + head, len(item)))
-            if rec.kind is RecordKind.RECOVERY:
-                for torn in rec.body.get("torn", ()):
-                    if isinstance(torn, dict) or hasattr(torn, "get"):
-                        name = torn.get("name")
-                        if isinstance(name, str):
-                            explained.add(name)
-        if reader.torn is not None:
-            t = reader.torn
-            tails.append(TornItem(t.name, t.length, t.hash))
+        digest = sha256(data)
+        summary_path = f"{INDEX_DIR}/{path.rsplit('/', 1)[-1]}-{digest.hex()[:32]}.cbor"
+        summary = self._load_summary(summary_path, digest)
+        if summary is None:
+            summary = _summarize(path, data)
+            self._save_summary(summary_path, digest, summary)
+        for seq, offset, length in zip(summary.seqs, summary.offsets, summary.lengths, strict=True):
+            self._index.add(seq, Located(path, offset, length))
+        scan.unreadable.extend(f"{path}@{offset}" for offset in summary.unreadable)
+        explained.update(summary.explained)
+        if summary.torn is not None:
+            tails.append(summary.torn)
+        if summary.last is not None:
+            offset, length = summary.last
+            last = SignedRecord.parse(data[offset : offset + length])
+            scan.last = last
+            scan.next_seq = last.record.seq + 1
+            scan.prev = last.digest
+
+    def _load_summary(self, path: str, digest: bytes) -> _Summary | None:
+        if self.storage.size(path) is None:
+            return None
+        try:
+            return _Summary.load(self.storage.read(path), digest)
+        except (ProtocolError, StorageError, KeyError, TypeError, ValueError) as exc:
+            log.warning("journal summary %s unusable (%s); parsing the journal", path, exc)
+            return None
+
+    def _save_summary(self, path: str, digest: bytes, summary: _Summary) -> None:
+        # Best effort: without it the next boot parses the journal again.
+        try:
+            self.storage.makedirs(INDEX_DIR)
+            if self.storage.size(path) is None:
+                self.storage.write_new(path, summary.dump(digest))
+        except StorageError as exc:
+            log.warning("journal summary %s not kept: %s", path, exc)
 
     def _keep_leftovers(self, scan: BootScan) -> list[TornItem]:
         """Move media without a record and stray temp files to ``torn/``; list all of torn/."""

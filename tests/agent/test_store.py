@@ -311,3 +311,37 @@ def test_records_read_back_exactly_across_boots(tmp_path: Path) -> None:
             assert store.record_bytes(seq) == encoded, seq
     with pytest.raises(StoreError):
         fresh.record_bytes(max(written) + 5)
+
+
+def _scan_facts(root: Path) -> tuple[object, ...]:
+    store = EvidenceStore(DirectoryStorage(root), reserve=0)
+    scan = store.open_boot()
+    last = scan.last.encoded if scan.last else None
+    records = tuple(store.record_bytes(seq) for seq in range(scan.next_seq))
+    return (scan.next_seq, scan.prev, last, scan.clean, scan.torn, scan.unreadable, records)
+
+
+def test_earlier_journals_are_read_from_their_summaries(tmp_path: Path) -> None:
+    device = Device(tmp_path)
+    for boot in range(3):
+        if boot:
+            device.boot()  # unclean stops: recovery records, new journals
+        for _ in range(5):
+            device.segment()
+    # A torn tail in the newest journal, as a power cut leaves it.
+    newest = sorted((tmp_path / "journal").iterdir())[-1]
+    with newest.open("ab") as f:
+        f.write(b"\x59\x01\x00partial")
+    first = _scan_facts(tmp_path)  # parses the journals, keeps summaries
+    summaries = sorted((tmp_path / "state" / "index").iterdir())
+    assert len(summaries) == len(list((tmp_path / "journal").iterdir()))
+    assert _scan_facts(tmp_path) == first  # from the summaries: the same scan
+    # A damaged summary is ignored, and the journal parsed again.
+    summaries[0].write_bytes(b"\xa1junk")
+    summaries[-1].write_bytes(summaries[-1].read_bytes()[:-3])
+    assert _scan_facts(tmp_path) == first
+    # A summary of other content (the journal changed since) does not apply.
+    for summary in summaries[1:-1]:
+        other = tmp_path / "state" / "index" / summaries[0].name
+        other.write_bytes(summary.read_bytes())
+    assert _scan_facts(tmp_path) == first
