@@ -409,26 +409,29 @@ class Coverage:
         end: int | None,
     ) -> list[tuple[int, int, int]]:
         """Segments in scope whose media the server does not hold: (seq, t0, t1)."""
-        clauses = ["r.kind = 'segment'", "m.id IS NULL"]
+        # Only the segments still pending are looked at (a few rows, not a device-year's
+        # millions); one whose media row exists (a crash between the media commit and the
+        # pending row's removal) is not missing.
+        clauses = ["m.id IS NULL"]
         values: list[Any] = []
         for column, value in (
-            ("r.device", device),
-            ("r.incident", incident),
-            ("r.session", session),
+            ("p.device", device),
+            ("p.incident", incident),
+            ("p.session", session),
         ):
             if value is not None:
                 values.append(value)
                 clauses.append(f"{column} = {self._placeholder(len(values))}")
         if start is not None:
             values.append(start)
-            clauses.append(f"r.t1 >= {self._placeholder(len(values))}")
+            clauses.append(f"p.t1 >= {self._placeholder(len(values))}")
         if end is not None:
             values.append(end)
-            clauses.append(f"r.t0 <= {self._placeholder(len(values))}")
+            clauses.append(f"p.t0 <= {self._placeholder(len(values))}")
         sql = (
-            "SELECT r.seq AS seq, r.t0 AS t0, r.t1 AS t1 FROM record r "  # noqa: S608 - fixed text
-            "LEFT JOIN media m ON m.device = r.device AND m.seq = r.seq "
-            f"WHERE {' AND '.join(clauses)} ORDER BY r.t0 LIMIT 100000"
+            "SELECT p.seq AS seq, p.t0 AS t0, p.t1 AS t1 FROM pending_media p "  # noqa: S608 - fixed text
+            "LEFT JOIN media m ON m.device = p.device AND m.seq = p.seq "
+            f"WHERE {' AND '.join(clauses)} ORDER BY p.t0 LIMIT 100000"
         )
         rows = await self.db.connection().execute_query_dict(sql, values)
         return [(int(r["seq"]), int(r["t0"]), int(r["t1"])) for r in rows]

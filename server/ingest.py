@@ -244,6 +244,20 @@ class LogWriter:
                     rows.append(record_row(signed, index, now, receipt))
                 results[id(batch)] = Committed(receipts, checkpoint)
             await models.Record.bulk_create(rows, batch_size=500)
+            pending = [
+                models.PendingMedia(
+                    device=r.device,
+                    seq=r.seq,
+                    t0=r.t0,
+                    t1=r.t1,
+                    session=r.session,
+                    incident=r.incident,
+                )
+                for r in rows
+                if r.kind == RecordKind.SEGMENT.value and r.media_hash is not None
+            ]
+            if pending:
+                await models.PendingMedia.bulk_create(pending, batch_size=500)
         return results, appender.new
 
     @contextlib.asynccontextmanager

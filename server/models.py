@@ -139,6 +139,27 @@ class Media(Model):
         unique_together = (("device", "seq"),)
 
 
+class PendingMedia(Model):
+    """A segment record whose media the server does not hold yet (bookkeeping, not evidence).
+
+    Written with the record, removed when the media is stored: coverage finds ``missing``
+    media among these few rows instead of joining every segment of a device-year.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    device = fields.CharField(max_length=DEVICE_ID_LEN)
+    seq = fields.BigIntField()
+    t0 = fields.BigIntField()
+    t1 = fields.BigIntField()
+    session = fields.BinaryField()
+    incident = fields.CharField(max_length=200, null=True)
+
+    class Meta:
+        table = "pending_media"
+        unique_together = (("device", "seq"),)
+        indexes = (("device", "t0"), ("incident",))
+
+
 class Quarantine(Model):
     """Material kept apart and marked: the other side of a fork, uploads after revocation."""
 

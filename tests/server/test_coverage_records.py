@@ -54,6 +54,9 @@ async def test_gaps_and_causes(
     assert len(report["intervals"]) == 5
     assert report["intervals"][0]["segments"] == 3
     assert await models.Interval.filter(device="cam-1", state="covered").count() == 5
+    # Only the segment whose media never came is still pending (what "missing" reads).
+    pending = await models.PendingMedia.filter(device="cam-1").values_list("seq", flat=True)
+    assert pending == [unsent.signed.record.seq]
 
     incident = (await admin.get("/api/v1/coverage/incidents/inc-9")).json()
     assert {g["cause"] for g in incident["gaps"]} >= {"unexplained", "power_loss"}
