@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -112,6 +113,8 @@ class Agent:
         self.frames_seen = 0
         self.on_duty = False
         self.self_check: SelfCheck | None = None
+        #: Failures of the helper tasks (sync, announcements...), each restarted.
+        self.helper_failures = 0
         self._stopping = asyncio.Event()
         self._killed = False
         self._duty = asyncio.Lock()
@@ -406,21 +409,47 @@ class Agent:
         await self.start()
         try:
             async with asyncio.TaskGroup() as group:
+                # Only the recorder's failure ends the run; the helpers around it (telemetry,
+                # announcements, sync, the local API) are restarted if they fail, so that a
+                # bad answer from the network never stops the camera.
                 tasks = [
                     group.create_task(self.recorder.run(), name="recorder"),
-                    group.create_task(self._telemetry_loop(), name="telemetry"),
-                    group.create_task(self.announcer.run(), name="announcer"),
+                    group.create_task(
+                        self._supervised("telemetry", self._telemetry_loop), name="telemetry"
+                    ),
+                    group.create_task(
+                        self._supervised("announcer", self.announcer.run), name="announcer"
+                    ),
                 ]
                 if self.syncer is not None:
-                    tasks.append(group.create_task(self.syncer.run(), name="sync"))
+                    tasks.append(
+                        group.create_task(self._supervised("sync", self.syncer.run), name="sync")
+                    )
                 if self.local_api is not None:
-                    tasks.append(group.create_task(self.local_api.run(), name="local-api"))
+                    tasks.append(
+                        group.create_task(
+                            self._supervised("local API", self.local_api.run), name="local-api"
+                        )
+                    )
                 await self._stopping.wait()
                 for task in tasks:
                     task.cancel()
         finally:
             if not self._killed:
                 await self.shutdown()
+
+    async def _supervised(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run ``run``; if it fails, log it and start it again after a growing pause."""
+        delay = 1.0
+        while True:
+            try:
+                await run()
+                return
+            except Exception:
+                self.helper_failures += 1
+                log.exception("%s failed; restarting it in %.0f s", name, delay)
+            await self.board.clock.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
     async def shutdown(self) -> None:
         """Stop capture, write the last segment and close the session."""

@@ -17,11 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
+from pydantic import ValidationError
 
 from agent.capture.store import EvidenceStore
 from agent.errors import StoreError, SyncError
 from agent.signing.chain import ChainWriter
-from hardware.base import Clock
+from hardware.base import Clock, StorageError
 from protocol.api import (
     API_PREFIX,
     MAX_BATCH,
@@ -207,7 +208,8 @@ class Syncer:
                 await self.sync_once()
                 delay = 1.0
                 wait = self.interval
-            except SyncError as exc:
+            except (SyncError, ValidationError, ValueError, StoreError, StorageError) as exc:
+                # A server (or a captive portal) answering nonsense is a failed pass too.
                 self.state.failures += 1
                 log.warning("sync failed (%s); retrying in %.0f s", exc, delay)
                 wait = delay * random.uniform(0.5, 1.5)  # noqa: S311 - jitter, not crypto
