@@ -26,7 +26,10 @@ def test_bench_agent_json_shape() -> None:
     assert report["unit"] == "segments/s"
     for key in ("figure", "baseline", "ratio"):
         assert positive(report[key]), key
-    assert report["ratio"] == pytest.approx(report["figure"] / report["baseline"], rel=1e-3)
+    # figure and baseline are rounded to 3 decimals, the ratio to 4: compare within that.
+    assert report["ratio"] == pytest.approx(
+        report["figure"] / report["baseline"], rel=1e-2, abs=1e-3
+    )
     assert isinstance(report["met"], bool)
 
     speed = report["throughput"]
