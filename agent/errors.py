@@ -31,6 +31,16 @@ class MediaFailingError(StoreError):
     """What was sealed does not read back: the medium is failing."""
 
 
+class JournalAppendError(MediaFailingError):
+    """Appending a record to the journal failed (EIO, a failed fsync): the record may or
+    may not be on the medium. Its seq is spent; the store has moved to a new journal."""
+
+    def __init__(self, seq: int, journal: str, cause: Exception) -> None:
+        super().__init__(f"append of seq {seq} to {journal} failed: {cause}")
+        self.seq = seq
+        self.journal = journal
+
+
 class DeletionRefusedError(AgentError):
     """Deleting or rewriting evidence is refused on every interface."""
 

@@ -19,7 +19,7 @@ from typing import Any
 from agent.capture.mux import CONTENT_TYPE, mux_segment
 from agent.capture.segmenter import RawSegment, Segmenter
 from agent.capture.store import BootScan, EvidenceStore
-from agent.errors import MediaFailingError, StorageFullError, StoreError
+from agent.errors import JournalAppendError, MediaFailingError, StorageFullError, StoreError
 from agent.signing.chain import ChainWriter, Span
 from hardware.base import Board, MediaPacket, StorageError
 from protocol.record import ClockState, MediaRef, RecordKind, SignedRecord
@@ -113,8 +113,19 @@ class Recorder:
         media: MediaRef | None = None,
     ) -> SignedRecord:
         signed = self.writer.make(kind, span, body, media)
-        self.store.append(signed)
-        self.writer.commit(signed)
+        try:
+            self.store.append(signed)
+        except JournalAppendError as exc:
+            # Its seq is spent whether or not it reached the medium: the chain goes on
+            # from it (a verifier sees it, or sees it missing), never a second record
+            # under the same seq. The failure is the next record, in a new journal.
+            self.writer.commit(signed)
+            if kind is not RecordKind.MEDIA_FAILING:
+                self._media_failing(str(exc))
+            else:
+                log.critical("cannot even record the media failure: %s", exc)
+        else:
+            self.writer.commit(signed)
         for listener in self._listeners:
             listener(signed)
         return signed

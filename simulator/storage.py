@@ -93,6 +93,7 @@ class SimulatedMedium(DirectoryStorage):
         self.forgetful: Forgetful | None = None
         self.on_cut: Callable[[], None] | None = None  # the power supply's cut, if wired
         self._fsync_failures = 0
+        self._fsync_under: str | None = None
         self._cut_at: tuple[CutPoint | None, int] | None = None
         self._pending: list[_Pending] = []
         self._unsynced: dict[str, int] = {}  # path -> size known durable
@@ -100,14 +101,24 @@ class SimulatedMedium(DirectoryStorage):
         self.used = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
     # ------------------------------------------------------------------ inject
-    def inject_fsync_failure(self, count: int = 1) -> None:
-        """The next ``count`` fsyncs (of files or directories) fail with EIO."""
+    def inject_fsync_failure(self, count: int = 1, under: str | None = None) -> None:
+        """The next ``count`` fsyncs (of files or directories) fail with EIO; with
+        ``under``, only fsyncs of paths under that folder (e.g. ``"journal/"``)."""
         self._fsync_failures += count
-        self.history.add("inject_fsync_failure", count=count)
+        self._fsync_under = under
+        self.history.add("inject_fsync_failure", count=count, under=under)
 
-    def inject_fsync_error(self, count: int = 1) -> None:
+    def inject_fsync_error(self, count: int = 1, under: str | None = None) -> None:
         """EIO on the next fsync (the name FAULTS 4 uses): :meth:`inject_fsync_failure`."""
-        self.inject_fsync_failure(count)
+        self.inject_fsync_failure(count, under)
+
+    def _fsync_fails(self, path: str) -> bool:
+        if not self._fsync_failures:
+            return False
+        if self._fsync_under is not None and not path.startswith(self._fsync_under):
+            return False
+        self._fsync_failures -= 1
+        return True
 
     def inject_read_only(self, on: bool = True) -> None:
         """The card turns read-only (writes fail with EROFS), or writable again."""
@@ -289,8 +300,7 @@ class SimulatedMedium(DirectoryStorage):
 
     def _fsync_file(self, fd: int, path: str) -> None:
         self._maybe_cut(CutPoint.WRITE, path)
-        if self._fsync_failures:
-            self._fsync_failures -= 1
+        if self._fsync_fails(path):
             self.healthy = False
             # As on Linux, the failed pages are dropped and marked clean: what the file held
             # from here on is never trusted durable again (never retry an fsync).
@@ -314,8 +324,7 @@ class SimulatedMedium(DirectoryStorage):
         """fsync a directory: its pending creations, renames and removals become durable."""
         self._check_powered()
         self._maybe_cut(CutPoint.SYNC_DIR, path)
-        if self._fsync_failures:
-            self._fsync_failures -= 1
+        if self._fsync_fails(path):
             self.healthy = False
             self.history.add("fsync_eio", path=path)
             raise StorageError(errno.EIO, f"sync {path}: injected I/O error")

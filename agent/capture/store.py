@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from agent.errors import (
     DeletionRefusedError,
     EnrolmentError,
+    JournalAppendError,
     MediaFailingError,
     StorageFullError,
     StoreError,
@@ -405,14 +406,23 @@ class EvidenceStore:
             raise StoreError("open_boot() first")
         item = bstr_item(signed.encoded)
         created = self._journal_size == 0
-        self.storage.append(self.journal, item)
-        if created:
-            self.storage.sync_dir(layout.JOURNAL_DIR)
         head = len(item) - len(signed.encoded)
-        self._index.add(
-            signed.record.seq,
-            Located(self.journal, self._journal_size + head, len(signed.encoded)),
-        )
+        where = Located(self.journal, self._journal_size + head, len(signed.encoded))
+        try:
+            self.storage.append(self.journal, item)
+            if created:
+                self.storage.sync_dir(layout.JOURNAL_DIR)
+        except StorageError as exc:
+            # The record may be on the medium or not; a file whose fsync failed is not
+            # appended to again (FAULTS 4): later records go to a new journal, and the
+            # caller must not give this seq to another record.
+            failed = self.journal
+            self._index.add(signed.record.seq, where)
+            index = layout.parse_journal_name(failed.rsplit("/", 1)[-1])
+            self.journal = layout.journal_file((index or 0) + 1)
+            self._journal_size = 0
+            raise JournalAppendError(signed.record.seq, failed, exc) from exc
+        self._index.add(signed.record.seq, where)
         self._journal_size += len(item)
 
     def record_bytes(self, seq: int) -> bytes:

@@ -5,13 +5,16 @@ time and then verifies the device store offline, as a court would."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
+from protocol.journal import JournalScan
 from protocol.verify import Report, verify_path
 from simulator.clock import Timeline, run
+from simulator.play import record_kinds
 from simulator.runner import DeviceSpec, SimulatedDevice
 
 Script = Callable[[SimulatedDevice], Awaitable[None]]
@@ -117,6 +120,46 @@ def test_fsync_failure_is_never_reported_sealed(tmp_path: Path) -> None:
     assert (tmp_path / "store" / path).exists()  # and is kept, not deleted
     seq = int(path.split("/")[1].split(".", maxsplit=1)[0])
     assert (tmp_path / "store" / "media" / f"{seq:012d}.ubm").exists()  # rewritten elsewhere
+
+
+@pytest.mark.parametrize("kept", [True, False])
+def test_fsync_failure_on_the_journal_spends_the_seq_and_recording_goes_on(
+    tmp_path: Path, kept: bool
+) -> None:
+    """FAULTS 4 on a journal append: the record may or may not be on the card. Its seq is
+    never given to another record (that would be a fork); the failure is the next record,
+    in a new journal, and recording goes on."""
+
+    async def script(device: SimulatedDevice) -> None:
+        assert device.board is not None
+        assert device.agent is not None
+        await device.clock.sleep(3)
+        device.board.medium.inject_fsync_failure(1, under="journal/")
+        await device.clock.sleep(1.5)
+        before = device.agent.recorder.segments_written
+        await device.clock.sleep(3)
+        assert device.agent.recorder.segments_written >= before + 2  # still recording
+        if not kept:  # the failed append did not reach the card after all
+            (failed,) = device.board.medium.history.of("fsync_eio")
+            journal = tmp_path / "store" / str(failed.detail["path"])
+            data = journal.read_bytes()
+            last = list(JournalScan(io.BytesIO(data), "j").entries())[-1]
+            journal.write_bytes(data[: last[0]])
+
+    device, report = simulate(tmp_path, script)
+    assert device.failures == []
+    journals = sorted((tmp_path / "store" / "journal").iterdir())
+    assert len(journals) == 2  # nothing appended to the journal after its failed fsync
+    codes_found = codes(report)
+    assert "FORK" not in codes_found
+    kinds = record_kinds(tmp_path / "store")
+    assert kinds.get("media_failing") == 1
+    if kept:
+        assert report.verdict == "authentic", errors(report)
+    else:  # honestly a missing record (and its media without it), never a fork
+        found = {e["code"] for e in errors(report)}
+        assert "RECORD_MISSING" in found, errors(report)
+        assert found <= {"RECORD_MISSING", "UNEXPECTED_FILE"}, errors(report)
 
 
 def test_card_that_keeps_nothing_raises_media_failing(tmp_path: Path) -> None:
