@@ -80,14 +80,17 @@ class MediaUploads:
         dev = await models.Device.get_or_none(id=device)
         if dev is None:
             raise NotFoundError(f"unknown device {device!r}")
-        if dev.revoked is not None:
-            raise ForbiddenError(f"{device} is revoked", code="device_revoked")
         record = await models.Record.get_or_none(device=device, seq=seq)
         if record is None:
+            if dev.revoked is not None:
+                raise ForbiddenError(f"{device} is revoked", code="device_revoked")
             raise NotFoundError(
                 f"no record {seq} of {device}: send the record before its media",
                 code="record_unknown",
             )
+        # A revoked device's records in the log were all logged before its revocation
+        # (later ones go to quarantine): their media is evidence, bound by the record's
+        # hash, and is still taken (FAULTS 13: nothing of it silently dropped).
         if record.media_hash is None or record.media_len is None:
             raise BadRequestError(f"record {seq} of {device} has no media", code="no_media")
         if record.media_len > self.max_media:

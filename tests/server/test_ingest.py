@@ -245,6 +245,24 @@ async def test_revoked_device_is_refused_and_quarantined(
     assert (await models.Record.filter(device="cam-1").count()) == 3
 
 
+async def test_media_of_records_logged_before_revocation_is_still_taken(
+    server: EmbeddedServer, enrolled: Enrol, admin: httpx.AsyncClient
+) -> None:
+    """Revocation stops what the device signs later, not the evidence it logged before."""
+    device, client = await enrolled("cam-1")
+    device.open_session()
+    first, second = device.segment(), device.segment()
+    await device.send(client, device.made)
+    await device.upload_media(client, first)
+    response = await admin.post("/api/v1/admin/devices/cam-1/revoke", json={"reason": "lost"})
+    assert response.status_code == 200
+    progress = await device.upload_media(client, second)
+    assert progress.complete
+    assert progress.receipt is not None
+    assert await models.Media.filter(device="cam-1").count() == 2
+    assert not await models.PendingMedia.filter(device="cam-1").exists()
+
+
 async def test_crash_between_blob_and_commit_is_reconciled(settings: Settings) -> None:
     """The blob is durable but the server died before its row: the restart completes it."""
     async with embedded(settings) as srv, srv.client() as anon:
