@@ -28,7 +28,7 @@ from server.settings import Settings
 from simulator.clock import Timeline, run
 from simulator.fleet import settle
 from simulator.operator import Operator
-from simulator.play import play
+from simulator.play import play, record_kinds
 from simulator.runner import DeviceSpec, SimulatedDevice
 from simulator.scenario import builtin
 
@@ -126,6 +126,9 @@ async def _demo(
                             enrolment_token=answer.json()["token"],
                             telemetry_seconds=10.0,
                             sync_seconds=3.0,
+                            # One clip encoded once and replayed per device (ARCHITECTURE
+                            # §6): five live encoders would starve the server on this loop.
+                            board={"camera_mode": "replay"},
                         ),
                     )
                 )
@@ -177,8 +180,10 @@ async def _summary(
             }
         fleet = await admin.get(f"{API_PREFIX}/fleet")
         state = {d["device"]: d for d in fleet.json()["devices"]}.get(name, {})
-        store = data / "devices" / name / "media"
-        recorded = len(list(store.iterdir())) if store.exists() else 0
+        store = data / "devices" / name
+        # Segment records in the device's journals (its media folder also holds photos).
+        journal = store / "journal"
+        recorded = record_kinds(store).get("segment", 0) if journal.exists() else 0
         rows.append(
             {
                 "id": name,
@@ -215,6 +220,12 @@ def demo(
 ) -> None:
     """Server, embedded broker and a simulated fleet playing the scenarios; console URL printed."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as exc:
+            typer.echo(f"unbroken demo: port {port} is in use ({exc.strerror})", err=True)
+            raise typer.Exit(2) from None
     data.mkdir(parents=True, exist_ok=True)
     result = run(_demo(devices, duration, port, data, summary, speed), speed=speed)
     if summary is not None:
