@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from server.errors import ConfigError
+from server.errors import ConfigError, ServerError
 from server.run import create_enrolment_token, get_admin_token, serve
 from server.settings import Settings, load_settings
 
@@ -45,11 +45,25 @@ def server(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = _settings(config, data, mqtt_url=mqtt)
+    try:
+        # The database first (and its migrations): an unreachable one is one line, not a
+        # traceback from inside the web server's start-up.
+        asyncio.run(_open_database(settings))
+        get_admin_token(settings)
+    except ServerError as exc:
+        typer.echo(f"unbroken server: {exc}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(
         f"admin token in {settings.data}/keys/admin.token; console at http://{host}:{port}/console"
     )
-    get_admin_token(settings)
     asyncio.run(serve(settings, host, port))
+
+
+async def _open_database(settings: Settings) -> None:
+    from server.services import open_services
+
+    async with open_services(settings, background=False):
+        pass
 
 
 def enrol_token(
@@ -61,5 +75,9 @@ def enrol_token(
 ) -> None:
     """Make a one-time enrolment token for a device (printed once, stored as a hash)."""
     settings = _settings(config, data)
-    issued = asyncio.run(create_enrolment_token(settings, device))
+    try:
+        issued = asyncio.run(create_enrolment_token(settings, device))
+    except ServerError as exc:
+        typer.echo(f"unbroken enrol-token: {exc}", err=True)
+        raise typer.Exit(2) from None
     typer.echo(issued.token)

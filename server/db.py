@@ -16,6 +16,7 @@ The app applies pending migrations at start-up.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -51,6 +52,8 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (BaseORMException, OSError)
 APP = "models"
 MODELS = "server.models"
 MIGRATIONS = "server.migrations"
+#: Tries at opening (and migrating) the database before giving up.
+MIGRATE_ATTEMPTS = 3
 
 
 def connection_config(url: str) -> dict[str, Any]:
@@ -114,7 +117,23 @@ class Database:
         return connection_name(self.url)
 
     async def open(self, *, migrate: bool = True) -> None:
-        """Connect and apply pending migrations."""
+        """Connect and apply pending migrations.
+
+        Replicas started together on a fresh database race to migrate it: the loser's
+        migration fails on what the winner just created. It waits and tries again, and
+        finds the migrations applied.
+        """
+        for attempt in range(MIGRATE_ATTEMPTS):
+            try:
+                await self._open(migrate=migrate)
+                return
+            except ConfigError as exc:
+                if not migrate or attempt == MIGRATE_ATTEMPTS - 1 or "reach" in str(exc):
+                    raise
+                log.warning("opening the database failed (%s); trying again", exc)
+                await asyncio.sleep(1.0 + attempt)
+
+    async def _open(self, *, migrate: bool) -> None:
         ctx = TortoiseContext()
         try:
             with ctx:
