@@ -127,6 +127,8 @@ class Announcer:
         self.mqtt_url = mqtt_url
         self.on_command = on_command
         self._n = 0
+        #: The newest signed telemetry (see :meth:`announce`).
+        self.last_telemetry: bytes | None = None
         self._wake = asyncio.Event()
         self.connected = False
         self.published = 0
@@ -150,11 +152,16 @@ class Announcer:
     def announce(self, kind: EventKind, body: dict[str, Any] | None = None) -> Event:
         """Sign an announcement and put it in the outbox (durably) for publishing."""
         event = self._event(kind, body or {})
+        signed = event.sign(self.signer)
+        if kind is EventKind.TELEMETRY:
+            # The newest health reading also goes to the server with the next sync, so that
+            # the fleet's health is known where no broker is (the server drops duplicates).
+            self.last_telemetry = signed
         if not self.mqtt_url:
             log.info("announce %s %s", kind.value, body or "")
             return event
         name = f"{OUTBOX}/{self.boot.hex()[:8]}-{event.n:012d}-{kind.value}.cose"
-        self.storage.write_new(name, event.sign(self.signer))
+        self.storage.write_new(name, signed)
         self.storage.sync_dir(OUTBOX)
         self._bound_outbox()
         self._wake.set()

@@ -106,7 +106,13 @@ class Agent:
                 base_url=config.server_url, transport=transport, headers=headers, timeout=30
             )
             self.syncer = Syncer(
-                client, identity.device, store, writer, board.clock, interval=config.sync_seconds
+                client,
+                identity.device,
+                store,
+                writer,
+                board.clock,
+                interval=config.sync_seconds,
+                health=lambda: self.announcer.last_telemetry,
             )
         self.recorder.listen(self._on_record)
         self.local_api: LocalApi | None = LocalApi(self, socket_path(config.store))

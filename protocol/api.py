@@ -110,6 +110,10 @@ class ChainHead(Wire):
     head: str | None
 
 
+#: Announcements per HTTP request.
+MAX_EVENTS = 64
+
+
 class RecordBatch(Wire):
     """Signed records in seq order."""
 
@@ -136,6 +140,26 @@ class RecordReceipts(Wire):
 
     outcomes: list[RecordOutcome]
     checkpoint: str | None
+
+
+class EventBatch(Wire):
+    """Signed announcements sent over HTTP (the same bytes as on MQTT), for a device without
+    a broker or beside one: the server drops the ones it has already seen."""
+
+    events: list[str] = Field(min_length=1, max_length=MAX_EVENTS)
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, value: list[str]) -> list[str]:
+        for item in value:
+            _b64_field(item)
+        return value
+
+
+class EventOutcomes(Wire):
+    """What became of each announcement: ``accepted``, ``duplicate`` or why it was dropped."""
+
+    outcomes: list[str]
 
 
 class MediaProgress(Wire):

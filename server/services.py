@@ -79,6 +79,8 @@ class Services:
     )
     #: The MQTT consumer, when the settings name a broker.
     consumer: EventConsumer | None = None
+    #: Checks and applies announcements, from MQTT (the consumer) or HTTP.
+    intake: EventConsumer | None = None
     #: Set once the start-up reconciliation of blobs has finished.
     reconciled: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -263,9 +265,9 @@ def _build(
         monitor=monitor,
         admin_token=admin_token(settings),
     )
-    if settings.mqtt_url:
-        from server.mqtt import EventConsumer, tls_context  # noqa: PLC0415 - aiomqtt only when asked
+    from server.mqtt import EventConsumer, tls_context  # noqa: PLC0415 - aiomqtt when used
 
+    if settings.mqtt_url:
         services.consumer = EventConsumer(
             settings.mqtt_url,
             settings.mqtt_group,
@@ -279,6 +281,10 @@ def _build(
             protocol=settings.mqtt_protocol,
             tls=tls_context(settings),
         )
+    # Without a broker, announcements still come over HTTP: the same checks, no broker.
+    services.intake = services.consumer or EventConsumer(
+        "", settings.mqtt_group, monitor, metrics, clock, shared=False
+    )
     services.ingest.on_accepted = services.coverage_due
     services.ingest.on_segments = _count_segments(metrics)
     return services

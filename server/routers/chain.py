@@ -6,16 +6,21 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Query, Request
 
+from protocol import topics
 from protocol.api import (
     API_PREFIX,
     MAX_BATCH,
     ChainHead,
+    EventBatch,
+    EventOutcomes,
     MediaProgress,
     RecordBatch,
     RecordReceipts,
     b64d,
     b64e,
 )
+from protocol.errors import ProtocolError
+from protocol.events import Event, EventKind
 from server.deps import MAX_SEQ, DeviceDep, DeviceOrAdminDep, DevicePath, SeqPath, ServicesDep
 from server.errors import BadRequestError
 from server.routers.problems import PROBLEMS
@@ -49,6 +54,32 @@ def router() -> APIRouter:
         answer = await services.ingest.ingest(row.id, raws)
         await services.monitor.seen(row.id, upload=True)
         return answer
+
+    @api.post("/{device}/events", response_model=EventOutcomes, responses=PROBLEMS)
+    async def events(
+        device: DevicePath, batch: EventBatch, services: ServicesDep, row: DeviceDep
+    ) -> EventOutcomes:
+        """Signed announcements over HTTP: checked as those from the broker are."""
+        intake = services.intake
+        if intake is None:
+            raise BadRequestError("this server takes no announcements")
+        outcomes: list[str] = []
+        for item in batch.events:
+            try:
+                payload = b64d(item)
+                event, _ = Event.parse(payload)
+            except (ValueError, ProtocolError) as exc:
+                raise BadRequestError(f"not a signed announcement: {exc}") from exc
+            channel = (
+                topics.Channel.TELEMETRY
+                if event.kind is EventKind.TELEMETRY
+                else topics.Channel.STATUS
+                if event.kind is EventKind.STATUS
+                else topics.Channel.EVENTS
+            )
+            outcome = await intake.handle(topics.topic(row.id, channel), payload)
+            outcomes.append(outcome.value)
+        return EventOutcomes(outcomes=outcomes)
 
     @api.get("/{device}/media/{seq}", response_model=MediaProgress, responses=PROBLEMS)
     async def media_progress(

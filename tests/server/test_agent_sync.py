@@ -348,6 +348,41 @@ async def test_a_receipt_lost_in_transit_is_fetched_again(camera: Camera) -> Non
         assert (camera.root / layout.receipt_file(seq, "record")).read_bytes() == data
 
 
+async def test_a_sync_pass_brings_the_newest_health_reading(camera: Camera) -> None:
+    """Without a broker the server still learns the device's health, once per reading."""
+    from protocol.events import Event, EventKind
+    from server import models
+
+    identity = load_identity(camera.store, camera.root, camera.device)
+    readings = [
+        Event(
+            camera.device, b"b" * 16, n, EventKind.TELEMETRY, camera.wall, {"battery_permille": p}
+        ).sign(identity.signer)
+        for n, p in enumerate((910, 880))
+    ]
+    newest: list[bytes] = [readings[0]]
+    camera.open_session()
+    camera.segment()
+    assert camera.client is not None
+    assert camera.writer is not None
+    syncer = Syncer(
+        camera.client,
+        camera.device,
+        camera.store,
+        camera.writer,
+        camera.clock,
+        health=lambda: newest[-1],
+    )
+    await syncer.sync_once()
+    await syncer.sync_once()  # the same reading is not sent twice
+    newest.append(readings[1])
+    await syncer.sync_once()
+    kept = await models.Event.filter(device=camera.device).order_by("n").values_list("n", flat=True)
+    assert kept == [0, 1]
+    state = await models.FleetState.get(device=camera.device)
+    assert state.battery_permille == 880
+
+
 async def test_other_devices_token_and_strangers_are_refused(camera: Camera) -> None:
     client = camera.client
     assert client is not None
