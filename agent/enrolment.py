@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from pydantic import ValidationError
 
 from agent.capture.store import EvidenceStore
 from agent.errors import EnrolmentError
@@ -106,12 +107,16 @@ async def enrol_with_server(
 ) -> Enrolment:
     """Enrol ``device`` with the server behind ``client`` using a one-time ``token``."""
     signer = device_key(key_dir)
-    request = EnrolRequest(
-        device=device,
-        token=token,
-        public_key=b64e(signer.public_key),
-        proof=b64e(signer.sign(enrol_message(token, device, signer.public_key))),
-    )
+    try:
+        request = EnrolRequest(
+            device=device,
+            token=token,
+            public_key=b64e(signer.public_key),
+            proof=b64e(signer.sign(enrol_message(token, device, signer.public_key))),
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise EnrolmentError(f"cannot enrol {device!r}: {problems}") from exc
     try:
         response = await client.post(
             f"{API_PREFIX}/enrol",

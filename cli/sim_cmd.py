@@ -120,7 +120,7 @@ def record(
     report = verify_path(out, fingerprint)
     typer.echo(f"bundle: {out}")
     typer.echo(
-        f"device: {done.device}, {done.segments} segments in {done.boots} boot(s), "
+        f"device: {done.device}, {report.segments} segments in {done.boots} boot(s), "
         f"{done.records} records; server receipts missing: "
         f"{done.unreceipted_records} records, {done.unreceipted_media} media"
     )
@@ -232,9 +232,16 @@ def fleet(
     """Run N simulated devices against a server; exit 0 once every segment has a receipt."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if admin_token is None:
-        from server.run import get_admin_token
-
-        admin_token = get_admin_token(Settings(data=data or Path("unbroken-data")))
+        # Read, never made: a token made here would not be the server's.
+        token_file = (data or Path("unbroken-data")) / "keys" / "admin.token"
+        try:
+            admin_token = token_file.read_text().strip()
+        except OSError:
+            err.print(
+                f"unbroken sim fleet: no admin token at {token_file}; "
+                "pass --admin-token or the server's --data"
+            )
+            raise typer.Exit(2) from None
     with tempfile.TemporaryDirectory(prefix="unbroken-fleet-") as tmp:
         try:
             outcomes = run(
