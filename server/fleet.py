@@ -35,6 +35,19 @@ Clock = Callable[[], int]
 #: How often the periodic checks run (seconds).
 CHECK_INTERVAL = 15.0
 MAX_ALERTS = 1000
+#: What an announcement may change in a device's fleet state (never ``last_upload``).
+ANNOUNCED_FIELDS = [
+    "online",
+    "last_seen",
+    "battery_permille",
+    "charging",
+    "storage_free",
+    "storage_total",
+    "clock_offset_us",
+    "backlog_records",
+    "backlog_bytes",
+    "recording",
+]
 US = 1_000_000
 #: ``seen`` writes a device's last-seen time at most this often (µs): uploads come in bursts
 #: of requests, and one database write per request would cost a commit each.
@@ -84,7 +97,9 @@ class FleetMonitor:
             state.recording = True
         elif kind is EventKind.RECORDING_STOPPED:
             state.recording = False
-        await state.save()
+        # Not last_upload: an upload noted meanwhile (another request, another replica)
+        # must not be overwritten with what this row held when it was read.
+        await state.save(update_fields=ANNOUNCED_FIELDS)
         await clear_alert(f"silent:{device}", now)
         if kind is EventKind.TELEMETRY:
             await self._telemetry_alerts(state, now)
@@ -102,7 +117,7 @@ class FleetMonitor:
         state.last_seen = max(int(state.last_seen or 0), now)
         if upload:
             state.last_upload = now
-        await state.save(update_fields=["last_seen", "last_upload"])
+        await state.save(update_fields=["last_seen", "last_upload"] if upload else ["last_seen"])
         await clear_alert(f"silent:{device}", now)
 
     async def _event_alerts(self, event: Event, now: int) -> None:

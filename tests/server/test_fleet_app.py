@@ -7,6 +7,7 @@ Also: bad time is flagged, never a reason to refuse (FAULTS 14); oversized bodie
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -137,3 +138,42 @@ async def test_size_limits(tmp_path: Path) -> None:
         assert streamed.status_code in (400, 413, 422)
         health = await anon.get("/healthz")
         assert health.json()["status"] == "ok"
+
+
+async def test_an_announcement_does_not_undo_an_upload_noted_meanwhile(
+    server: EmbeddedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Telemetry read the fleet row before an upload was noted (another request, another
+    replica): saving it must not put the upload time back."""
+    monitor = server.services.monitor
+    await models.FleetState.create(device="cam-race", last_upload=1)
+    original = models.FleetState.get_or_create
+    read = asyncio.Event()
+
+    async def slow_read(*args: object, **kwargs: object) -> object:
+        row = await original(*args, **kwargs)  # type: ignore[arg-type]
+        if not read.is_set():
+            read.set()
+            await asyncio.sleep(0.2)  # the window between read and save, widened
+        return row
+
+    monkeypatch.setattr(models.FleetState, "get_or_create", slow_read)
+    reading = Event(
+        "cam-race",
+        os.urandom(16),
+        0,
+        EventKind.TELEMETRY,
+        monitor.clock(),
+        {"battery_permille": 900},
+    )
+
+    async def upload_meanwhile() -> None:
+        await read.wait()
+        monkeypatch.setattr(models.FleetState, "get_or_create", original)
+        await monitor.seen("cam-race", upload=True)
+
+    await asyncio.gather(monitor.event(reading), upload_meanwhile())
+    row = await models.FleetState.get(device="cam-race")
+    assert row.last_upload is not None
+    assert row.last_upload > 1
+    assert row.battery_permille == 900
