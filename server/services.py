@@ -31,6 +31,7 @@ from server.errors import ConfigError
 from server.export import Exporter
 from server.fleet import FleetMonitor
 from server.ingest import LogWriter, RecordIngest
+from server.intake import EventIntake
 from server.keys import ADMIN_TOKEN, ServerKeys, load_or_create, read_public, write_secret
 from server.metrics import Metrics
 from server.registry import Registry
@@ -74,13 +75,13 @@ class Services:
     metrics: Metrics
     monitor: FleetMonitor
     admin_token: str
+    #: Checks and applies announcements sent over HTTP (the MQTT consumer has its own).
+    intake: EventIntake
     coverage_queue: asyncio.Queue[str] = field(
         default_factory=lambda: asyncio.Queue(maxsize=COVERAGE_QUEUE)
     )
     #: The MQTT consumer, when the settings name a broker.
     consumer: EventConsumer | None = None
-    #: Checks and applies announcements, from MQTT (the consumer) or HTTP.
-    intake: EventConsumer | None = None
     #: Set once the start-up reconciliation of blobs has finished.
     reconciled: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -264,10 +265,11 @@ def _build(
         metrics=metrics,
         monitor=monitor,
         admin_token=admin_token(settings),
+        intake=EventIntake(monitor, metrics, clock),
     )
-    from server.mqtt import EventConsumer, tls_context  # noqa: PLC0415 - aiomqtt when used
-
     if settings.mqtt_url:
+        from server.mqtt import EventConsumer, tls_context  # noqa: PLC0415 - aiomqtt when used
+
         services.consumer = EventConsumer(
             settings.mqtt_url,
             settings.mqtt_group,
@@ -281,10 +283,6 @@ def _build(
             protocol=settings.mqtt_protocol,
             tls=tls_context(settings),
         )
-    # Without a broker, announcements still come over HTTP: the same checks, no broker.
-    services.intake = services.consumer or EventConsumer(
-        "", settings.mqtt_group, monitor, metrics, clock, shared=False
-    )
     services.ingest.on_accepted = services.coverage_due
     services.ingest.on_segments = _count_segments(metrics)
     return services

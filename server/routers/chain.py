@@ -60,9 +60,6 @@ def router() -> APIRouter:
         device: DevicePath, batch: EventBatch, services: ServicesDep, row: DeviceDep
     ) -> EventOutcomes:
         """Signed announcements over HTTP: checked as those from the broker are."""
-        intake = services.intake
-        if intake is None:
-            raise BadRequestError("this server takes no announcements")
         outcomes: list[str] = []
         for item in batch.events:
             try:
@@ -77,7 +74,7 @@ def router() -> APIRouter:
                 if event.kind is EventKind.STATUS
                 else topics.Channel.EVENTS
             )
-            outcome = await intake.handle(topics.topic(row.id, channel), payload)
+            outcome = await services.intake.handle(topics.topic(row.id, channel), payload)
             outcomes.append(outcome.value)
         return EventOutcomes(outcomes=outcomes)
 

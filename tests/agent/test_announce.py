@@ -19,9 +19,10 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from agent.announce import SESSION_EXPIRY_S, TELEMETRY_EXPIRY_S, Announcer, MqttProtocol
+from agent.announce import TELEMETRY_EXPIRY_S, Announcer
 from hardware.base import Clock, ClockSource, ClockStatus
 from hardware.disk import DirectoryStorage
+from mqttlink import SESSION_EXPIRY_S, MqttProtocol
 from protocol import topics
 from protocol.events import Event, EventKind
 from protocol.keys import SoftwareSigner

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from mqttlink import SESSION_EXPIRY_S, MqttProtocol
 from protocol import topics
 from protocol.certs import Certificate, KeyKind
 from protocol.events import Event, EventKind
@@ -30,7 +31,7 @@ from server.db import Database
 from server.errors import ConfigError
 from server.fleet import FleetMonitor
 from server.metrics import Metrics
-from server.mqtt import SESSION_EXPIRY_S, EventConsumer, MqttProtocol, Outcome
+from server.mqtt import EventConsumer, Outcome
 from server.settings import Settings, load_settings
 from tests.agent.test_announce import Connect, ConnectProbe
 from tests.broker import Broker, free_port
