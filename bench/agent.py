@@ -53,6 +53,7 @@ from agent.runtime import Agent
 from agent.signing.chain import ChainWriter
 from bench import BenchError
 from bench.agent_memory import Sampled, measure_memory
+from bench.files import write_new_fsynced
 from bench.report import Measurement, median
 from hardware.base import Board, CameraConfig, MediaPacket
 from hardware.disk import DirectoryStorage
@@ -199,14 +200,7 @@ class _Baseline:
         info = cbor2.dumps(["unbroken/media/v1", DEVICE, self.session, seq], canonical=True)
         sealed = self.header + self.aead.encrypt(salt + data, self.recipient, info=info)
         tmp, final = self.tmp_dir / f"{seq:012d}.ubm", self.media_dir / f"{seq:012d}.ubm"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(sealed)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_new_fsynced(tmp, sealed)
         os.rename(tmp, final)
         os.fsync(self.media_fd)
         os.fsync(self.tmp_fd)

@@ -7,12 +7,15 @@ ratio, and the details that explain them; plus the progress display on stderr.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+#: Called with (what, done, in all) as a benchmark proceeds.
+Stepped = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,12 +32,10 @@ server over baseline: the share of the protocol's necessary speed the server kee
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,27 +47,20 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.signing.chain import ChainWriter, Span
 from bench import BenchError
-from bench.report import Measurement, median
+from bench.files import write_new_fsynced
+from bench.report import Measurement, Stepped, median
 from protocol.api import API_PREFIX, Enrolment, EnrolRequest, RecordBatch, b64d, b64e, enrol_message
 from protocol.certs import RootKey, TrustStore
+from protocol.hashing import sha256, sha256_stream
 from protocol.keys import SoftwareSigner
 from protocol.log import MemoryTree
 from protocol.record import ClockState, MediaRef, RecordKind, SignedRecord, Suite
+from server.blobs.local import fsync_dir
 from server.run import embedded
 from server.settings import Settings
 
 JSON = {"content-type": "application/json"}
 SEGMENT_US = 1_000_000
-
-#: Called with (phase, turns done, turns in all).
-Stepped = Callable[[str, int, int], None]
-
-
-def _sha256(*parts: bytes) -> bytes:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part)
-    return h.digest()
 
 
 @dataclass
@@ -303,7 +294,7 @@ class _Baseline:
                     _check(cbor2.loads(dpayload)["key"], cprot, cpayload, csig)
                     self.session_keys[device] = cbor2.loads(cpayload)["key"]
                 _check(self.session_keys[device], protected, payload, signature)
-                digest = _sha256(raw)
+                digest = sha256(raw)
                 self.heads[device] = digest
                 placed.append((device, record, raw, digest, self.tree.append(digest)))
         size, now = self.tree.size, time.time_ns() // 1000
@@ -354,24 +345,15 @@ class _Baseline:
                 (device, seq),
             )
             part = self.uploads / f"{device}.{seq}.part"
-            fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                view = memoryview(body)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            _fsync_dir(self.uploads)
-            h = hashlib.sha256()
+            write_new_fsynced(part, body)
+            fsync_dir(self.uploads)
             with part.open("rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-            if h.digest() != bytes(expect) or part.stat().st_size != length:
+                hashed, _ = sha256_stream(f, chunk=1 << 20)
+            if hashed != bytes(expect) or part.stat().st_size != length:
                 raise BenchError(f"baseline: media {seq} does not match its record")
-            blob = self.blobs / h.hexdigest()
+            blob = self.blobs / hashed.hex()
             os.link(part, blob)
-            _fsync_dir(self.blobs)
+            fsync_dir(self.blobs)
             now = time.time_ns() // 1000
             receipt = self._sign(
                 self.protected,
@@ -390,14 +372,6 @@ class _Baseline:
                 [("INSERT INTO media VALUES (?, ?, ?, ?)", (device, seq, blob.name, receipt))]
             )
             part.unlink()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- the run

@@ -32,7 +32,6 @@ is flat).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import io
 import itertools
 import json
@@ -50,23 +49,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from bench import BenchError
 from bench.agent_memory import ROOT
 from bench.bundle import bundle_size, make_bundle
-from bench.report import Measurement, median
+from bench.report import Measurement, Stepped, median
 from protocol import layout
+from protocol.hashing import sha256
 from protocol.log import verify_consistency
 from protocol.verify import verify_path
 
-#: Called with (what, done, total) as work proceeds.
-Stepped = Callable[[str, int, int], None]
-
-
 # --------------------------------------------------------------------------- baseline
-
-
-def _sha256(*parts: bytes) -> bytes:
-    h = hashlib.sha256()
-    for part in parts:
-        h.update(part)
-    return h.digest()
 
 
 def _items(data: bytes) -> list[bytes]:
@@ -100,17 +89,17 @@ def _signed_body(data: bytes, keys: dict[bytes, bytes]) -> dict[str, Any]:
 def _included(index: int, size: int, entry: bytes, path: list[bytes], root: bytes) -> bool:
     """RFC 9162 section 2.1.3.2: recompute the root from an inclusion path."""
     fn, sn = index, size - 1
-    r = _sha256(b"\x00", entry)
+    r = sha256(b"\x00", entry)
     for p in path:
         if sn == 0:
             return False
         if fn & 1 or fn == sn:
-            r = _sha256(b"\x01", p, r)
+            r = sha256(b"\x01", p, r)
             while not fn & 1 and fn != 0:
                 fn >>= 1
                 sn >>= 1
         else:
-            r = _sha256(b"\x01", r, p)
+            r = sha256(b"\x01", r, p)
         fn >>= 1
         sn >>= 1
     return sn == 0 and r == root
@@ -127,16 +116,16 @@ def baseline_verify(bundle: Path, pin: str) -> tuple[int, int, int]:
     _, payload, protected, signature = _cose(root_data)
     root_key = cbor2.loads(payload)["key"]
     _check(root_key, protected, payload, signature)
-    if "sha256:" + _sha256(root_key).hex() != pin:
+    if "sha256:" + sha256(root_key).hex() != pin:
         raise BenchError("baseline: the root is not the pinned one")
-    root_kid = _sha256(root_key)
+    root_kid = sha256(root_key)
     keys: dict[bytes, bytes] = {}
     for cert in _items(read(layout.CERTS_FILE)):
         body = _signed_body(cert, {root_kid: root_key})
-        keys[_sha256(body["key"])] = body["key"]
+        keys[sha256(body["key"])] = body["key"]
     manifest = _signed_body(read(layout.MANIFEST_FILE), keys)
     for rel, digest in manifest["files"].items():
-        if _sha256(read(rel)) != digest:
+        if sha256(read(rel)) != digest:
             raise BenchError(f"baseline: {rel} differs from the manifest")
     cps = [_signed_body(c, keys) for c in _items(read(layout.CHECKPOINTS_FILE))]
     pairs = itertools.pairwise(cps)
@@ -159,7 +148,7 @@ def baseline_verify(bundle: Path, pin: str) -> tuple[int, int, int]:
             _check(session_key, protected, payload, signature)
             if prev is not None and record["prev"] != prev:
                 raise BenchError(f"baseline: seq {record['seq']} does not link")
-            prev = _sha256(raw)
+            prev = sha256(raw)
             log = entry["log"]
             if log["size"] != final["size"] or not _included(
                 log["index"], log["size"], prev, log["path"], final["root"]
@@ -168,7 +157,7 @@ def baseline_verify(bundle: Path, pin: str) -> tuple[int, int, int]:
             media = record.get("media")
             if media is not None:
                 data = read(layout.bundle_media(device, record["seq"]))
-                if len(data) != media["len"] or _sha256(data) != media["hash"]:
+                if len(data) != media["len"] or sha256(data) != media["hash"]:
                     raise BenchError(f"baseline: media of seq {record['seq']} differs")
                 media_bytes += len(data)
                 segments += record["kind"] == "segment"

@@ -70,6 +70,12 @@ def _b64_field(value: str) -> str:
     return value
 
 
+def _b64_items(value: list[str]) -> list[str]:
+    for item in value:
+        _b64_field(item)
+    return value
+
+
 class EnrolRequest(Wire):
     """A device asks to join the fleet: its id, public key and a one-time token.
 
@@ -119,12 +125,7 @@ class RecordBatch(Wire):
 
     records: list[str] = Field(min_length=1, max_length=MAX_BATCH)
 
-    @field_validator("records")
-    @classmethod
-    def _records(cls, value: list[str]) -> list[str]:
-        for item in value:
-            _b64_field(item)
-        return value
+    _check = field_validator("records")(_b64_items)
 
 
 class RecordOutcome(Wire):
@@ -148,12 +149,7 @@ class EventBatch(Wire):
 
     events: list[str] = Field(min_length=1, max_length=MAX_EVENTS)
 
-    @field_validator("events")
-    @classmethod
-    def _events(cls, value: list[str]) -> list[str]:
-        for item in value:
-            _b64_field(item)
-        return value
+    _check = field_validator("events")(_b64_items)
 
 
 class EventOutcomes(Wire):

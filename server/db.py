@@ -128,7 +128,8 @@ class Database:
                 await self._open(migrate=migrate)
                 return
             except ConfigError as exc:
-                if not migrate or attempt == MIGRATE_ATTEMPTS - 1 or "reach" in str(exc):
+                unreachable = isinstance(exc.__cause__, OSError)
+                if not migrate or unreachable or attempt == MIGRATE_ATTEMPTS - 1:
                     raise
                 log.warning("opening the database failed (%s); trying again", exc)
                 await asyncio.sleep(1.0 + attempt)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import time
+import warnings
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 
@@ -62,3 +65,20 @@ class Broker:
     def url(self) -> str:
         """mqtt://127.0.0.1:port"""
         return f"mqtt://127.0.0.1:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def embedded_broker() -> AsyncIterator[int]:
+    """The embedded broker of ``unbroken demo`` (amqtt, MQTT 3.1.1 only), started the same
+    way; yields its port."""
+    from amqtt.broker import Broker as Amqtt
+
+    port = free_port()
+    with warnings.catch_warnings():  # amqtt 0.12 warns about its own psutil dependency
+        warnings.simplefilter("ignore", DeprecationWarning)
+        broker = Amqtt({"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}}})
+    await broker.start()
+    try:
+        yield port
+    finally:
+        await broker.shutdown()

@@ -10,7 +10,6 @@ import os
 import socket
 import time
 import uuid
-import warnings
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from mqttlink import SESSION_EXPIRY_S, MqttProtocol
 from protocol import topics
 from protocol.events import Event, EventKind
 from protocol.keys import SoftwareSigner
-from tests.broker import Broker, free_port
+from tests.broker import Broker, embedded_broker
 
 pytestmark = [
     pytest.mark.network,
@@ -380,18 +379,9 @@ async def test_session_keeps_commands_sent_while_the_device_was_away(
 
 @pytest.fixture
 async def amqtt_url() -> AsyncIterator[str]:
-    """The embedded broker of ``unbroken demo`` (amqtt, MQTT 3.1.1 only), started the same way."""
-    from amqtt.broker import Broker as Amqtt
-
-    port = free_port()
-    with warnings.catch_warnings():  # amqtt 0.12 warns about its own psutil dependency
-        warnings.simplefilter("ignore", DeprecationWarning)
-        broker = Amqtt({"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}}})
-    await broker.start()
-    try:
+    """The embedded broker of ``unbroken demo`` (amqtt, MQTT 3.1.1 only)."""
+    async with embedded_broker() as port:
         yield f"mqtt://127.0.0.1:{port}"
-    finally:
-        await broker.shutdown()
 
 
 async def test_amqtt_falls_back_to_311_and_messages_flow(tmp_path: Path, amqtt_url: str) -> None:

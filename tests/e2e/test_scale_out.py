@@ -33,6 +33,7 @@ import pytest
 from protocol.api import API_PREFIX
 from protocol.verify import verify_path
 from tests.broker import Broker, free_port
+from tests.servers import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_TOML = ROOT / "deploy" / "server.toml"
@@ -114,67 +115,18 @@ def broker(tmp_path: Path) -> Iterator[str]:
         private.stop()
 
 
-class Replica:
-    """One ``unbroken server`` process."""
-
-    def __init__(self, name: str, data: Path, env: dict[str, str]) -> None:
-        self.name = name
-        self.data = data
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data.parent / f"{name}.log"
-        self.env = {**env, "UNBROKEN_SERVER_NAME": name}
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.data.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "cli",
-                    "server",
-                    "--config",
-                    str(SERVER_TOML),
-                    "--data",
-                    str(self.data),
-                    "--port",
-                    str(self.port),
-                ],
-                env=self.env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"{self.name} did not start:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def metric(self, name: str) -> float:
-        """Sum of a metric's samples on this replica."""
-        text = httpx.get(f"{self.url}/metrics", timeout=10).text
-        return sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith((name + "{", name + " "))
-        )
+def _replica(name: str, data: Path, env: dict[str, str]) -> ServerProcess:
+    """One replica: the command line with the deployment's settings file."""
+    port = free_port()
+    args = ["server", "--config", str(SERVER_TOML), "--data", str(data), "--port", str(port)]
+    data.mkdir(parents=True, exist_ok=True)
+    return ServerProcess(
+        data,
+        port,
+        args=args,
+        env={**env, "UNBROKEN_SERVER_NAME": name},
+        log=data.parent / f"{name}.log",
+    )
 
 
 class Proxy:
@@ -259,8 +211,8 @@ def test_two_replicas_split_a_fleet_and_nothing_is_lost_or_duplicated(
         "UNBROKEN_MQTT_GROUP": group,
         "UNBROKEN_CHECKPOINT_INTERVAL": "2",
     }
-    first = Replica("unbroken-a", tmp_path / "a", env)
-    second = Replica("unbroken-b", tmp_path / "b", env)
+    first = _replica("unbroken-a", tmp_path / "a", env)
+    second = _replica("unbroken-b", tmp_path / "b", env)
     proxy: Proxy | None = None
     try:
         first.start()
@@ -350,7 +302,9 @@ def _check_nothing_lost_or_duplicated(
     assert {d["device"] for d in devices} >= set(outcomes)
 
 
-def _check_cross_replica_export(first: Replica, second: Replica, token: str, tmp: Path) -> None:
+def _check_cross_replica_export(
+    first: ServerProcess, second: ServerProcess, token: str, tmp: Path
+) -> None:
     """A device synced through one replica exports, through the other, and verifies."""
     headers = {"authorization": f"Bearer {token}"}
     pin = httpx.get(f"{first.url}{API_PREFIX}/trust", timeout=10).json()["fingerprint"]

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -35,68 +32,9 @@ from simulator.network import Link
 from simulator.proxy import FaultProxy
 from tests.broker import free_port
 from tests.server.test_agent_sync import Camera
+from tests.servers import ServerProcess
 
 pytestmark = pytest.mark.slow
-
-SERVE = (
-    "import asyncio, sys\n"
-    "from pathlib import Path\n"
-    "from server.run import serve\n"
-    "from server.settings import Settings\n"
-    "asyncio.run(serve(Settings(data=Path(sys.argv[1])), '127.0.0.1', int(sys.argv[2]),"
-    " log_level='warning'))\n"
-)
-
-
-class ServerProcess:
-    """``unbroken server`` as a child process that the test may SIGKILL and start again."""
-
-    def __init__(self, data: Path, port: int) -> None:
-        self.data = data
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.kills = 0
-        self.log = data.parent / "server.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-c", SERVE, str(self.data), str(self.port)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("server did not start")
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
-            self.kills += 1
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-            self.proc = None
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import shutil
 import socket
 import tempfile
 import uuid
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from server.metrics import Metrics
 from server.mqtt import EventConsumer, Outcome
 from server.settings import Settings, load_settings
 from tests.agent.test_announce import Connect, ConnectProbe
-from tests.broker import Broker, free_port
+from tests.broker import Broker, embedded_broker
 
 PG_ADMIN = "postgres://postgres@127.0.0.1:5432/test"
 BOOT = bytes(range(16))
@@ -379,18 +378,9 @@ async def test_consumer_receives_signed_announcements_through_the_broker(
 
 @pytest.fixture
 async def amqtt_port() -> AsyncIterator[int]:
-    """The embedded broker of ``unbroken demo`` (amqtt, MQTT 3.1.1 only), started the same way."""
-    from amqtt.broker import Broker as Amqtt
-
-    port = free_port()
-    with warnings.catch_warnings():  # amqtt 0.12 warns about its own psutil dependency
-        warnings.simplefilter("ignore", DeprecationWarning)
-        broker = Amqtt({"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}}})
-    await broker.start()
-    try:
+    """The embedded broker of ``unbroken demo`` (amqtt, MQTT 3.1.1 only)."""
+    async with embedded_broker() as port:
         yield port
-    finally:
-        await broker.shutdown()
 
 
 async def test_consumer_falls_back_to_311_on_amqtt_and_receives(
